@@ -1,0 +1,173 @@
+"""Allocator benchmarks on both stores, in one run, printed as a Markdown table.
+
+    python3 benchmarks/run.py            # everything (about two minutes)
+    python3 benchmarks/run.py --quick    # smaller samples, for a smoke run
+
+It starts its own etcd on a free loopback port (as the tests do) and an embedded store
+in a temporary folder. Figures are only comparable within one run: the rows that
+matter are ratios measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyetcd  # noqa: E402
+
+from shrike_cli.ipam import Ipam  # noqa: E402
+from shrike_cli.stores import EmbeddedStore, EtcdStore, Store  # noqa: E402
+from tests.fixtures.etcd import EtcdServer  # noqa: E402
+
+# Store contents only: nothing is configured on an interface, no packet is sent.
+LAN = "172.25.0.0/16"
+
+
+@dataclass
+class Row:
+    measure: str
+    store: str
+    value: str
+    target: str
+    ok: bool | None = None
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[round(q) - 1]
+
+
+def timed(action: Callable[[], object], count: int) -> tuple[float, list[float]]:
+    """Run ``action`` ``count`` times: (operations per second, latencies in ms)."""
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(count):
+        t0 = time.perf_counter()
+        action()
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return count / (time.perf_counter() - start), latencies
+
+
+def fresh_ipam(store: Store) -> Ipam:
+    ipam = Ipam(store, host="bench")
+    ipam.declare_host_range("172.25.0.1/16", "172.25.0.254/16", "172.25.255.254")
+    ipam.declare_ip_range("172.25.1.0/16", "172.25.255.253/16")
+    return ipam
+
+
+@contextmanager
+def stores(workdir: Path) -> Iterator[Callable[[str], Store]]:
+    """Yields an opener: ``open_("embedded")`` or ``open_("etcd")`` gives an empty store."""
+    etcd = EtcdServer(workdir / "etcd")
+    (workdir / "etcd").mkdir()
+    etcd.start()
+    opened: list[Store] = []
+
+    def open_(kind: str) -> Store:
+        store: Store
+        if kind == "embedded":
+            store = EmbeddedStore(workdir / f"{uuid.uuid4().hex}.db")
+        else:
+            store = EtcdStore([etcd.url], prefix=f"/bench-{uuid.uuid4().hex}/")
+        opened.append(store)
+        return store
+
+    try:
+        yield open_
+    finally:
+        for store in opened:
+            store.close()
+        etcd.stop()
+
+
+def bench_rate(open_: Callable[[str], Store], count: int) -> list[Row]:
+    rows = []
+    embedded = fresh_ipam(open_("embedded"))
+    rate, lat = timed(lambda: embedded.request_address(LAN), count)
+    rows.append(Row("allocations/s, one process", "embedded", f"{rate:,.0f}", ">= 5,000", rate >= 5000))
+    rows.append(Row("allocation p50 / p99 (ms)", "embedded", f"{percentile(lat, 50):.3f} / {percentile(lat, 99):.3f}", ""))
+
+    etcd_store = open_("etcd")
+    assert isinstance(etcd_store, EtcdStore)
+    host, _, port = etcd_store.endpoints[0].rpartition("/")[2].partition(":")
+    client = pyetcd.Etcd3Client(host=host, port=int(port), timeout=5)
+    prefix = f"/bench-bare-{uuid.uuid4().hex}/"
+    counter = iter(range(10**9))
+
+    def put_if_absent() -> None:
+        key = f"{prefix}{next(counter)}"
+        client.transaction(
+            compare=[client.transactions.version(key) == 0],
+            success=[client.transactions.put(key, '{"ip":"172.25.1.1"}')],
+            failure=[],
+        )
+
+    etcd_count = max(count // 5, 500)
+    bare, _ = timed(put_if_absent, etcd_count)
+    ipam = fresh_ipam(etcd_store)
+    rate, lat = timed(lambda: ipam.request_address(LAN), etcd_count)
+    rows.append(Row("bare put-if-absent txns/s", "etcd", f"{bare:,.0f}", "baseline"))
+    rows.append(Row("allocations/s, one process", "etcd", f"{rate:,.0f}", ">= 0.5 x baseline", rate >= bare / 2))
+    rows.append(Row("allocations / bare txns", "etcd", f"{rate / bare:.2f}", ">= 0.50", rate >= bare / 2))
+    rows.append(Row("allocation p50 / p99 (ms)", "etcd", f"{percentile(lat, 50):.3f} / {percentile(lat, 99):.3f}", ""))
+    return rows
+
+
+def bench_fill(open_: Callable[[str], Store], kind: str, sample: int) -> list[Row]:
+    """p99 latency at 1 % and at 99 % of a /16, and declaring a whole /16."""
+    store = open_(kind)
+    t0 = time.perf_counter()
+    ipam = fresh_ipam(store)
+    declare = time.perf_counter() - t0
+    size = ipam.config().ip_ranges[0].size
+    keys_after_declare = len(store.get_prefix(""))
+
+    def allocate() -> None:
+        ipam.request_address(LAN)
+
+    for _ in range(size // 100 - sample // 2):
+        allocate()
+    _, low = timed(allocate, sample)
+    for _ in range(size * 99 // 100 - size // 100 - sample // 2 - sample):
+        allocate()
+    _, high = timed(allocate, sample)
+    p99_low, p99_high = percentile(low, 99), percentile(high, 99)
+    return [
+        Row("ip-range of a /16 + host-range (s)", kind, f"{declare:.3f} ({keys_after_declare} keys)", "< 1 s", declare < 1),
+        Row("p99 at 1 % full / at 99 % full (ms)", kind, f"{p99_low:.3f} / {p99_high:.3f}", "ratio <= 2",
+            p99_high <= 2 * p99_low),  # fmt: skip
+    ]
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| measure | store | measured | target | met |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        met = "" if row.ok is None else ("yes" if row.ok else "NO")
+        lines.append(f"| {row.measure} | {row.store} | {row.value} | {row.target} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small samples: checks that it runs, not how fast")
+    args = parser.parse_args()
+    count, sample = (2000, 200) if args.quick else (20000, 1000)
+    with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as open_:
+        rows = bench_rate(open_, count)
+        for kind in ("embedded", "etcd"):
+            rows += bench_fill(open_, kind, sample)
+    print(render(rows))
+    return 0 if all(row.ok is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

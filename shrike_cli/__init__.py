@@ -1,0 +1,3 @@
+"""shrike: containers on the host's own LAN subnet, through a Docker IPAM plugin."""
+
+__version__ = "0.1.0"

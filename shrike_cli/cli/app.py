@@ -1,0 +1,96 @@
+"""The root command: global options, error handling, and the command list."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import ShrikeError
+from . import output
+from .state import Globals, configure_logging
+
+log = logging.getLogger("shrike")
+
+
+class ShrikeGroup(TyperGroup):
+    """Turns expected failures into one line on stderr and exit 1, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShrikeError as err:
+            output.error(str(err))
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors: exit 2
+            raise
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as err:  # a bug: say so in one line, the traceback with --debug
+            if isinstance(ctx.obj, Globals) and ctx.obj.debug:
+                raise
+            output.error(f"unexpected {type(err).__name__}: {err} (run with --debug for details)")
+            raise typer.Exit(1) from None
+        finally:
+            if isinstance(ctx.obj, Globals):
+                ctx.obj.close()
+
+
+app = typer.Typer(
+    cls=ShrikeGroup,
+    name="shrike",
+    help=(
+        "Give every Docker container an address on the host's own LAN subnet.\n\n"
+        "Declare the LAN with host-range, the container addresses with ip-range, run the "
+        "IPAM plugin with server, and bridge the host onto the LAN with create-network. "
+        "State lives in an embedded store on this host, or in etcd with --cluster-store."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    cluster_store: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-store",
+            envvar="CLUSTER_STORE",
+            help="Comma-separated etcd v3 endpoints (http:// or https://). Without it, state is kept in an embedded store on this host.",
+            show_envvar=True,
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="SHRIKE_STATE_DIR",
+            help="Folder of the embedded store [default: /var/lib/shrike for root, ~/.local/state/shrike otherwise].",
+            show_envvar=True,
+            file_okay=False,
+        ),
+    ] = None,
+    store_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--store-prefix",
+            envvar="SHRIKE_STORE_PREFIX",
+            help="Key prefix in etcd, to keep several LANs in one etcd [default: /shrike/].",
+            show_envvar=True,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="DEBUG", help="Log what happens, one line per step, on stderr.", show_envvar=True)
+    ] = False,
+) -> None:
+    configure_logging(debug)
+    ctx.obj = Globals(
+        cluster_store=cluster_store or None, state_dir=state_dir, store_prefix=store_prefix, debug=debug
+    )

@@ -1,0 +1,117 @@
+"""``leases``, ``release`` and ``reserve``: who holds which address, and giving addresses back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import InvalidInput
+from ..model import Lease
+from . import output
+from .app import app
+from .output import Format, OutputOption
+from .state import globals_of
+
+LEASE_COLUMNS = [
+    ("ip", "ADDRESS"),
+    ("subnet", "SUBNET"),
+    ("kind", "KIND"),
+    ("state", "STATE"),
+    ("mac", "MAC"),
+    ("owner", "OWNER"),
+    ("host", "HOST"),
+    ("since", "SINCE"),
+]
+
+
+def _row(lease: Lease) -> dict[str, object]:
+    owner = lease.owner.get("name") or lease.owner.get("container_id", "")[:12] or lease.name
+    if lease.name and owner != lease.name:
+        owner = f"{owner} ({lease.name})" if owner else lease.name
+    host = lease.host if not lease.users else ",".join(lease.users)
+    return {**lease.to_json(), "owner": owner, "host": host}
+
+
+def _emit_leases(fmt: Format, leases: list[Lease], empty: str) -> None:
+    output.emit(fmt, [lease.to_json() for lease in leases], map(_row, leases), LEASE_COLUMNS, empty=empty)
+
+
+@app.command("leases")
+def leases(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Include released addresses (kept for reuse ordering).")] = False,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only this kind: container, host, gateway or reserved.")
+    ] = None,
+    fmt: OutputOption = Format.table,
+) -> None:
+    """Show every held address: subnet, kind, state, MAC and owner where known, the host that took it, and when."""
+    found = globals_of(ctx).ipam().leases(include_released=all_)
+    if kind:
+        found = [lease for lease in found if lease.kind == kind]
+    _emit_leases(fmt, found, "no address is held")
+
+
+@app.command("release")
+def release(
+    ctx: typer.Context,
+    ip: Annotated[str | None, typer.Option("--ip", help="A container address to give back (ends its reservation, if any).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="A host address to give back.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="End the reservation of this name.")] = None,
+    fmt: OutputOption = Format.table,
+) -> None:
+    """Give an address back: a container's (--ip), a host's (--host), or a reservation (--name)."""
+    given = [option for option, value in (("--ip", ip), ("--host", host), ("--name", name)) if value]
+    if len(given) != 1:
+        raise InvalidInput("give exactly one of --ip, --host or --name")
+    ipam = globals_of(ctx).ipam()
+    if ip:
+        lease = ipam.release_container(ip)
+    elif host:
+        lease = ipam.release_host(host)
+    else:
+        assert name is not None
+        lease = ipam.release_name(name)
+    if fmt is Format.json:
+        output.emit_json(lease.to_json())
+    elif lease.state == "held":
+        print(f"reservation {name} ended; {lease.ip} stays with its running container until it stops")
+    else:
+        print(f"released {lease.ip}")
+
+
+@app.command("release-ip", hidden=True)
+def release_ip(
+    ctx: typer.Context, ip: Annotated[str, typer.Option("--ip", help="A container address.")], fmt: OutputOption = Format.table
+) -> None:
+    """Old name of 'release --ip'."""
+    release(ctx, ip=ip, host=None, name=None, fmt=fmt)
+
+
+@app.command("release-host", hidden=True)
+def release_host(
+    ctx: typer.Context, ip: Annotated[str, typer.Option("--ip", help="A host address.")], fmt: OutputOption = Format.table
+) -> None:
+    """Old name of 'release --host'."""
+    release(ctx, ip=None, host=ip, name=None, fmt=fmt)
+
+
+@app.command("reserve")
+def reserve(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who the address is for, e.g. the container's name.")],
+    ip: Annotated[str | None, typer.Option("--ip", help="Reserve this address instead of the next free one.")] = None,
+    subnet: Annotated[str | None, typer.Option("--subnet", help="The LAN subnet, when several are declared.")] = None,
+    fmt: OutputOption = Format.table,
+) -> None:
+    """Reserve a container address for NAME and print it; the same address again if NAME has one.
+
+    Use it with docker run: --ip "$(shrike reserve web1)". The address is never given to
+    another container, also while web1 is stopped.
+    """
+    lease = globals_of(ctx).ipam().reserve(name, ip=ip, subnet=subnet)
+    if fmt is Format.json:
+        output.emit_json(lease.to_json())
+    else:
+        print(lease.ip)

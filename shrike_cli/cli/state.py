@@ -1,0 +1,53 @@
+"""What the global options select: the store (opened on first use) and this host's Ipam."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from ..ipam import Ipam
+from ..stores import open_store
+from ..stores.base import Store
+
+
+@dataclass
+class Globals:
+    cluster_store: str | None
+    state_dir: Path | None
+    store_prefix: str | None
+    debug: bool
+    _store: Store | None = field(default=None, repr=False)
+    _ipam: Ipam | None = field(default=None, repr=False)
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.cluster_store, self.state_dir, prefix=self.store_prefix)
+        return self._store
+
+    def ipam(self) -> Ipam:
+        if self._ipam is None:
+            self._ipam = Ipam(self.store())
+        return self._ipam
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    """The root command's options, from any subcommand."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Globals)
+    return obj
+
+
+def configure_logging(debug: bool) -> None:
+    # One line per record with no timestamp: journald adds its own.
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )

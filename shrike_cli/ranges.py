@@ -1,0 +1,217 @@
+"""Declaring LAN subnets, host ranges and container ranges (``host-range``, ``ip-range``).
+
+The whole declaration lives in one document at key ``config``; a change is validated
+against the document it read and written with a compare-and-swap on it, so two
+concurrent declarations cannot both pass an overlap check they would fail together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from .allocator import ContentionTimeout, Retry
+from .errors import InvalidInput
+from .model import (
+    KIND_CONTAINER,
+    KIND_HOST,
+    STATE_HELD,
+    STATE_RESERVED,
+    AddressRange,
+    Config,
+    Lease,
+    Subnet,
+    int_to_ip,
+    ip_to_int,
+    parse_address,
+    parse_range,
+)
+from .stores.base import Put, Store
+
+CONFIG_KEY = "config"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The outcome of a declaration, for the CLI to report."""
+
+    kind: str
+    range: AddressRange
+    subnet: Subnet
+    gateway: str | None
+    #: False when exactly this range was declared already (nothing written)
+    created: bool
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "start": int_to_ip(self.range.start),
+            "end": int_to_ip(self.range.end),
+            "prefixlen": self.range.prefixlen,
+            "size": self.range.size,
+            "subnet": str(self.subnet),
+            "gateway": self.gateway,
+            "created": self.created,
+            "notes": list(self.notes),
+        }
+
+
+def load_config(store: Store) -> tuple[Config, int]:
+    """The current declaration and its store revision (0 when nothing is declared)."""
+    entry = store.get(CONFIG_KEY)
+    return (Config.from_json(entry.value), entry.revision) if entry else (Config(), 0)
+
+
+def _update(store: Store, change: Callable[[Config], Config | None]) -> Config:
+    """Apply ``change`` to the stored config with compare-and-swap, retrying on races.
+    ``change`` returns None when there is nothing to write."""
+    retry = Retry(30.0)
+    while True:
+        config, revision = load_config(store)
+        new = change(config)
+        if new is None:
+            return config
+        if store.txn([(CONFIG_KEY, revision)], [Put(CONFIG_KEY, new.to_json())]).succeeded:
+            return new
+        try:
+            retry.conflict()
+        except ContentionTimeout as err:
+            raise ContentionTimeout(f"could not update the range declarations: {err}") from None
+
+
+def _check_free_of_ranges(config: Config, new: AddressRange, kind: str) -> None:
+    for other_kind, other in config.all_ranges():
+        if other.overlaps(new):
+            raise InvalidInput(f"{kind} range {new} overlaps the {other_kind} range {other}")
+
+
+def _check_subnet(config: Config, subnet: Subnet) -> None:
+    """LAN subnets may repeat but not overlap partly (a /24 inside a declared /22)."""
+    for cidr in config.gateways:
+        other = Subnet.parse(cidr)
+        if other != subnet and (other.contains(subnet.network) or subnet.contains(other.network)):
+            raise InvalidInput(f"subnet {subnet} overlaps the declared subnet {other}")
+
+
+def declare_host_range(store: Store, ip_start: str, ip_end: str, gateway: str | None) -> Declared:
+    """Declare addresses kept for hosts, and with them the LAN subnet and its gateway.
+
+    The subnet comes from the prefix length. ``gateway`` may be omitted when the subnet
+    already has one; a different one than declared is an error.
+    """
+    parsed = parse_range(ip_start, ip_end)
+    new = parsed.range
+    subnet = new.subnet
+    gateway_ip = None
+    if gateway is not None:
+        gw, gw_len = parse_address(gateway, "--gateway", prefix="optional")
+        if gw_len is not None and gw_len != subnet.prefixlen:
+            raise InvalidInput(f"--gateway {gateway} has another prefix length than the range (/{subnet.prefixlen})")
+        if not subnet.covers(gw, gw):
+            raise InvalidInput(f"--gateway {int_to_ip(gw)} is not a usable address of the subnet {subnet}")
+        if new.contains(gw):
+            raise InvalidInput(f"--gateway {int_to_ip(gw)} lies inside the host range {new}")
+        gateway_ip = int_to_ip(gw)
+    outcome: dict[str, Declared] = {}
+
+    def change(config: Config) -> Config | None:
+        known = config.gateway_of(subnet)
+        final_gateway = gateway_ip or known
+        if final_gateway is None:
+            raise InvalidInput(f"subnet {subnet} has no gateway yet: give --gateway")
+        if known is not None and known != final_gateway:
+            raise InvalidInput(f"subnet {subnet} already has the gateway {known}, not {final_gateway}")
+        if new in config.host_ranges:
+            outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, False, parsed.notes)
+            return None
+        _check_subnet(config, subnet)
+        _check_free_of_ranges(config, new, KIND_HOST)
+        gw_int = parse_address(final_gateway, "--gateway", prefix="forbidden")[0]
+        for r in config.ip_ranges:
+            if r.contains(gw_int):
+                raise InvalidInput(f"--gateway {final_gateway} lies inside the container range {r}")
+        outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, True, parsed.notes)
+        return replace(
+            config,
+            gateways={**config.gateways, str(subnet): final_gateway},
+            host_ranges=(*config.host_ranges, new),
+        )
+
+    _update(store, change)
+    return outcome["d"]
+
+
+def declare_ip_range(store: Store, ip_start: str, ip_end: str) -> Declared:
+    """Declare a range of addresses handed to containers.
+
+    The range serves every declared LAN subnet that contains it (a range typed /24
+    inside a /22 LAN serves the /22) and, with no LAN declared, the subnet it was typed in.
+    """
+    parsed = parse_range(ip_start, ip_end)
+    new = parsed.range
+    outcome: dict[str, Declared] = {}
+
+    def change(config: Config) -> Config | None:
+        lan = config.lan_subnet_of(new.start) or new.subnet
+        gateway = config.gateway_of(lan)
+        if new in config.ip_ranges:
+            outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, False, parsed.notes)
+            return None
+        _check_free_of_ranges(config, new, KIND_CONTAINER)
+        for cidr, gw in config.gateways.items():
+            if new.contains(parse_address(gw, "gateway", prefix="forbidden")[0]):
+                raise InvalidInput(f"container range {new} holds {gw}, the gateway of {cidr}")
+        if not lan.covers(new.start, new.end):
+            raise InvalidInput(
+                f"container range {new} must lie inside the subnet {lan}, off its network and broadcast addresses"
+            )
+        outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, True, parsed.notes)
+        return replace(config, ip_ranges=(*config.ip_ranges, new))
+
+    _update(store, change)
+    return outcome["d"]
+
+
+@dataclass(frozen=True)
+class RangeUsage:
+    """A declared range with how many of its addresses are taken, for listings."""
+
+    kind: str
+    range: AddressRange
+    subnet: Subnet
+    gateway: str | None
+    held: int
+    reserved: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "start": int_to_ip(self.range.start),
+            "end": int_to_ip(self.range.end),
+            "prefixlen": self.range.prefixlen,
+            "subnet": str(self.subnet),
+            "gateway": self.gateway,
+            "size": self.range.size,
+            "held": self.held,
+            "reserved": self.reserved,
+            "free": self.range.size - self.held - self.reserved,
+        }
+
+
+def usage(config: Config, leases: Iterable[Lease]) -> list[RangeUsage]:
+    """Every declared range with its counts of held and reserved addresses."""
+    counts: dict[tuple[str, AddressRange], Counter[str]] = {key: Counter() for key in config.all_ranges()}
+    for lease in leases:
+        address = ip_to_int(lease.ip)
+        for kind, declared in counts:
+            if declared.contains(address):
+                counts[(kind, declared)][lease.state] += 1
+    result = []
+    for (kind, declared), count in counts.items():
+        subnet = config.lan_subnet_of(declared.start) or declared.subnet
+        result.append(
+            RangeUsage(kind, declared, subnet, config.gateway_of(subnet), count[STATE_HELD], count[STATE_RESERVED])
+        )
+    return result

@@ -1,0 +1,8 @@
+"""Session-wide fixtures: real etcd, real dockerd, network namespaces (see tests/fixtures)."""
+
+pytest_plugins = [
+    "tests.fixtures.etcd",
+    "tests.fixtures.stores",
+    "tests.fixtures.netns",
+    "tests.fixtures.dockerd",
+]
