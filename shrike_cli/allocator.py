@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -45,6 +46,8 @@ CURSORS = "ranges/"
 FREE = "free/"
 MACS = "macs/"
 NAMES = "names/"
+#: How many free-list entries one read fetches.
+FREE_BATCH = 64
 
 
 def lease_key(ip: str) -> str:
@@ -117,6 +120,7 @@ class Allocator:
         # Cursor entries as last seen: cursors only move forward, so a stale one costs
         # one failed compare, never a wrong answer.
         self._cursors: dict[str, Entry | None] = {}
+        self._free: dict[str, deque[Entry]] = {}
 
     # ----------------------------------------------------------------- dynamic
     def allocate(
@@ -139,14 +143,16 @@ class Allocator:
             if lease:
                 return lease
         while True:
-            candidates = [c for w in windows if (c := self._oldest_free(w))]
-            if not candidates:
+            heads = [(queue[0], queue) for w in windows if (queue := self._free_queue(w))]
+            if not heads:
                 where = ", ".join(str(w.range) for w in windows) or "no container range"
                 raise Conflict(f"no free address left in {where}")
-            window, free = min(candidates, key=lambda c: c[1].key)
+            free, queue = min(heads, key=lambda head: head[0].key)
             lease = self._take_released(free, template, guards)
             if lease:
+                queue.popleft()
                 return lease
+            queue.clear()  # others took from it: read the current list
             retry.conflict()
 
     def _take_fresh(self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry) -> Lease | None:
@@ -185,14 +191,21 @@ class Allocator:
         result = self.store.txn([(key, revision)], [advance], reads=[key])
         return Entry(key, advance.value, result.revision) if result.succeeded else result.entries[key]
 
-    def _oldest_free(self, window: Window) -> tuple[Window, Entry] | None:
-        whole = (window.start, window.end) == (window.range.start, window.range.end)
-        # A sub-pool scans its range's free list for its own addresses; sub-pools are
-        # rare and small, the common whole-range case reads one key.
-        for entry in self.store.get_prefix(window.free_prefix, limit=1 if whole else 1024):
-            if window.contains(ip_to_int(entry.value["ip"])):
-                return window, entry
-        return None
+    def _free_queue(self, window: Window) -> deque[Entry]:
+        """The window's longest-idle free-list entries, oldest first.
+
+        Read in batches: a range read costs etcd 3.4 time in proportion to all keys under
+        the prefix, whatever the limit, so one read serves many allocations. An entry
+        someone else took meanwhile just fails its compare and is dropped.
+        """
+        queue = self._free.setdefault(window.cursor_key, deque())
+        if not queue:
+            # A sub-pool looks further into its range's list for addresses of its own.
+            limit = FREE_BATCH if window == Window.whole(window.range) else 16 * FREE_BATCH
+            for entry in self.store.get_prefix(window.free_prefix, limit=limit):
+                if window.contains(ip_to_int(entry.value["ip"])):
+                    queue.append(entry)
+        return queue
 
     def _take_released(self, free: Entry, template: Lease, guards: Sequence[Compare]) -> Lease | None:
         """Take the released address behind free-list entry ``free``; None if it went."""

@@ -1,0 +1,314 @@
+"""The etcd store: shrike's state under a key prefix in an etcd v3 cluster.
+
+It speaks to etcd through pyetcd's connection plumbing (:class:`pyetcd.Endpoint` channels,
+authentication) and its generated protobuf messages and stubs, but not through the
+client's convenience methods: ``transaction()`` drops the response header that carries
+the new revision, a failed call marks an endpoint unusable for five minutes, and with a
+user and password those methods attach call credentials that gRPC refuses to send over
+plain http.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# gRPC's C core otherwise prints its own log lines (TLS handshake errors...) on stderr,
+# next to the one-line StoreError; GRPC_VERBOSITY=ERROR brings them back for debugging.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402 - after GRPC_VERBOSITY
+from google.protobuf.message import Message
+from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
+from pyetcd.utils import prefix_range_end
+
+from ..errors import InvalidInput
+from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, validate_txn
+
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
+
+# A full get_prefix over a large range can exceed gRPC's default 4 MiB reply limit.
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
+
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+# How gRPC words an UNAVAILABLE that never reached the server (refused, no route, DNS).
+_NOT_CONNECTED = "failed to connect to all addresses"
+_NOT_RESOLVED = "errors resolving"
+_CONNECT_FAILURE = re.compile(_NOT_CONNECTED + r"; last error: [A-Z_]+: \S+: (.+)")
+
+
+@dataclass(frozen=True)
+class EtcdEndpoint:
+    """One parsed cluster store URL."""
+
+    url: str
+    host: str
+    port: int
+    secure: bool
+
+
+def parse_endpoints(endpoints: Sequence[str] | str) -> list[EtcdEndpoint]:
+    """Parse ``http(s)://HOST:PORT`` URLs (a list, or one comma separated string).
+
+    Raises :class:`InvalidInput` naming the first malformed URL.
+    """
+    urls = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    urls = [url.strip() for url in urls if url.strip()]
+    if not urls:
+        raise InvalidInput("no etcd endpoint given: expected http://HOST:PORT or https://HOST:PORT")
+    parsed = []
+    for url in urls:
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not port
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise InvalidInput(
+                f"invalid etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT"
+            )
+        # gRPC wants IPv6 literals in brackets, as in the URL.
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        parsed.append(EtcdEndpoint(url.rstrip("/"), host, port, parts.scheme == "https"))
+    return parsed
+
+
+def _read(path: str | Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the etcd {what} {path}: {exc.strerror}") from None
+
+
+def _describe(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, bool]:
+    """The status code, a one-line reason, and whether the request surely never reached
+    etcd (so that sending it elsewhere cannot apply it twice)."""
+    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
+    details = " ".join((exc.details() or code.name).split())  # type: ignore[attr-defined]
+    never_sent = code == grpc.StatusCode.UNAVAILABLE and details.startswith(
+        (_NOT_CONNECTED, _NOT_RESOLVED)
+    )
+    # "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed
+    # to connect to remote host: Connection refused": keep the cause.
+    cause = _CONNECT_FAILURE.match(details)
+    if cause:
+        details = cause.group(1).removesuffix(": OK")
+    return code, details, never_sent
+
+
+class EtcdStore(Store):
+    """A :class:`Store` in etcd; keys live under ``prefix``, values are compact JSON.
+
+    Each call tries the endpoints in turn, starting with the last one that answered, and
+    gives each ``timeout`` seconds. A connection to an endpoint that failed is dropped and
+    made again on next use, so the store recovers by itself once etcd is back.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        prefix: str = "/shrike/",
+        timeout: float = 5.0,
+        ca_cert: str | Path | None = None,
+        cert_key: str | Path | None = None,
+        cert_cert: str | Path | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self._endpoints = parse_endpoints(endpoints)
+        self.endpoints = [ep.url for ep in self._endpoints]
+        self.location = ", ".join(self.endpoints)
+        if not prefix:
+            raise InvalidInput("the etcd key prefix must not be empty")
+        self.prefix = prefix
+        self._prefix = prefix.encode()
+        self._timeout = timeout
+        if (cert_key is None) != (cert_cert is None):
+            raise InvalidInput("an etcd client certificate needs both its key and its certificate")
+        if (user is None) != (password is None):
+            raise InvalidInput("etcd authentication needs both a user and a password")
+        self._user = user
+        self._password = password
+        self._tls: grpc.ChannelCredentials | None = None
+        if not any(ep.secure for ep in self._endpoints):
+            if (ca_cert, cert_key) != (None, None):
+                raise InvalidInput("etcd TLS certificates need https:// endpoints")
+        else:
+            # Without a CA file gRPC verifies the server against the system's roots.
+            self._tls = grpc.ssl_channel_credentials(
+                _read(ca_cert, "CA certificate"),
+                _read(cert_key, "client key"),
+                _read(cert_cert, "client certificate"),
+            )
+        self._lock = threading.Lock()
+        self._clients: dict[int, MultiEndpointEtcd3Client] = {}
+        self._current = 0
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _client(self, index: int) -> MultiEndpointEtcd3Client:
+        with self._lock:
+            client = self._clients.get(index)
+        if client is None:
+            ep = self._endpoints[index]
+            endpoint = Endpoint(
+                ep.host,
+                ep.port,
+                secure=ep.secure,
+                creds=self._tls if ep.secure else None,
+                opts=_CHANNEL_OPTIONS,
+            )
+            try:
+                # Authenticates right away when a user is set, which may raise RpcError.
+                client = MultiEndpointEtcd3Client(
+                    endpoints=[endpoint],
+                    timeout=self._timeout,
+                    user=self._user,
+                    password=self._password,
+                )
+            except BaseException:
+                endpoint.close()
+                raise
+            with self._lock:
+                # Another thread may have connected meanwhile; keep one client.
+                if index in self._clients:
+                    client.close()
+                client = self._clients.setdefault(index, client)
+        return client
+
+    def _drop(self, index: int) -> None:
+        """Forget the connection to an endpoint. gRPC would otherwise keep a failed channel
+        in reconnect backoff (up to two minutes) after etcd is back."""
+        with self._lock:
+            client = self._clients.pop(index, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def _call(self, method: str, request: Message, *, write: bool) -> Any:
+        """Send ``request`` to the KV service's ``method``, trying the endpoints in turn.
+
+        A write moves on to the next endpoint only when the failed one was never reached:
+        after a timeout or a dropped connection etcd may have applied it, and sending it
+        again could apply it twice.
+        """
+        count = len(self._endpoints)
+        start = self._current
+        last = ""
+        for attempt in range(count):
+            index = (start + attempt) % count
+            url = self._endpoints[index].url
+            for fresh_token in (False, True):
+                try:
+                    client = self._client(index)
+                    result = getattr(client.kvstub, method)(
+                        request, self._timeout, metadata=client.metadata
+                    )
+                except grpc.RpcError as exc:
+                    code, details, never_sent = _describe(exc)
+                    if code == grpc.StatusCode.UNAUTHENTICATED and not fresh_token:
+                        self._drop(index)  # the auth token expired: authenticate again, once
+                        continue
+                    if code not in _UNREACHABLE:
+                        raise StoreError(f"etcd at {url} refused the request: {details}") from None
+                    self._drop(index)
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        details = f"no answer within {self._timeout:g} s"
+                    if write and not never_sent:
+                        self._current = (index + 1) % count
+                        raise StoreError(
+                            f"etcd at {url} is unreachable: {details}"
+                            " (the change may have been applied)"
+                        ) from None
+                    last = details
+                    break
+                self._current = index
+                return result
+        raise StoreError(f"etcd at {self.location} is unreachable: {last}")
+
+    # -- the Store interface -------------------------------------------------------------
+
+    def _key(self, key: str) -> bytes:
+        return self._prefix + key.encode()
+
+    def _entry(self, kv: etcdrpc.KeyValue) -> Entry:
+        key = kv.key[len(self._prefix) :].decode()
+        return Entry(key, _decode(kv.value.decode()), kv.mod_revision)
+
+    def _op(self, op: Op) -> etcdrpc.RequestOp:
+        if isinstance(op, Put):
+            put = etcdrpc.PutRequest(key=self._key(op.key), value=_encode(op.value).encode())
+            return etcdrpc.RequestOp(request_put=put)
+        delete = etcdrpc.DeleteRangeRequest(key=self._key(op.key))
+        return etcdrpc.RequestOp(request_delete_range=delete)
+
+    def get(self, key: str) -> Entry | None:
+        reply = self._call("Range", etcdrpc.RangeRequest(key=self._key(key)), write=False)
+        return self._entry(reply.kvs[0]) if reply.kvs else None
+
+    def get_prefix(self, prefix: str, limit: int | None = None) -> list[Entry]:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be a positive number or None")
+        start = self._key(prefix)
+        # No explicit sort: etcd returns a range in ascending key order anyway, and asking
+        # for a sort makes etcd 3.4 read every value in the range before applying the limit.
+        end = prefix_range_end(start)
+        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit or 0)
+        return [self._entry(kv) for kv in self._call("Range", request, write=False).kvs]
+
+    def txn(
+        self,
+        compares: Sequence[Compare],
+        ops: Sequence[Op],
+        reads: Sequence[str] = (),
+    ) -> TxnResult:
+        validate_txn(compares, ops, reads)
+        request = etcdrpc.TxnRequest(
+            # etcd reports an absent key's mod revision as 0, as the contract wants.
+            compare=[
+                etcdrpc.Compare(
+                    key=self._key(key),
+                    result=etcdrpc.Compare.EQUAL,
+                    target=etcdrpc.Compare.MOD,
+                    mod_revision=revision,
+                )
+                for key, revision in compares
+            ],
+            success=[self._op(op) for op in ops],
+            failure=[
+                etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=self._key(key)))
+                for key in reads
+            ],
+        )
+        reply = self._call("Txn", request, write=True)
+        if reply.succeeded:
+            return TxnResult(succeeded=True, revision=reply.header.revision)
+        entries: dict[str, Entry | None] = {}
+        for key, response in zip(reads, reply.responses):
+            kvs = response.response_range.kvs
+            entries[key] = self._entry(kvs[0]) if kvs else None
+        return TxnResult(succeeded=False, entries=entries)
