@@ -94,7 +94,9 @@ def bench_rate(open_: Callable[[str], Store], count: int) -> list[Row]:
     embedded = fresh_ipam(open_("embedded"))
     rate, lat = timed(lambda: embedded.request_address(LAN), count)
     rows.append(Row("allocations/s, one process", "embedded", f"{rate:,.0f}", ">= 5,000", rate >= 5000))
-    rows.append(Row("allocation p50 / p99 (ms)", "embedded", f"{percentile(lat, 50):.3f} / {percentile(lat, 99):.3f}", ""))
+    rows.append(
+        Row("allocation p50 / p99 (ms)", "embedded", f"{percentile(lat, 50):.3f} / {percentile(lat, 99):.3f}", "")
+    )
 
     etcd_store = open_("etcd")
     assert isinstance(etcd_store, EtcdStore)
@@ -142,9 +144,20 @@ def bench_fill(open_: Callable[[str], Store], kind: str, sample: int) -> list[Ro
     _, high = timed(allocate, sample)
     p99_low, p99_high = percentile(low, 99), percentile(high, 99)
     return [
-        Row("ip-range of a /16 + host-range (s)", kind, f"{declare:.3f} ({keys_after_declare} keys)", "< 1 s", declare < 1),
-        Row("p99 at 1 % full / at 99 % full (ms)", kind, f"{p99_low:.3f} / {p99_high:.3f}", "ratio <= 2",
-            p99_high <= 2 * p99_low),  # fmt: skip
+        Row(
+            "ip-range of a /16 + host-range (s)",
+            kind,
+            f"{declare:.3f} ({keys_after_declare} keys)",
+            "< 1 s",
+            declare < 1,
+        ),
+        Row(
+            "p99 at 1 % full / at 99 % full (ms)",
+            kind,
+            f"{p99_low:.3f} / {p99_high:.3f}",
+            "ratio <= 2",
+            p99_high <= 2 * p99_low,
+        ),  # fmt: skip
     ]
 
 

@@ -22,6 +22,7 @@ hosts never hand out the same address and never fail because of each other.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,7 +31,6 @@ from dataclasses import dataclass, replace
 from .errors import Conflict, ShrikeError
 from .model import (
     KIND_CONTAINER,
-    STATE_HELD,
     STATE_RELEASED,
     STATE_RESERVED,
     AddressRange,
@@ -109,8 +109,6 @@ class Retry:
             time.sleep(random.uniform(0, min(0.05, 0.001 * self.conflicts)))
 
 
-
-
 class Allocator:
     """Hands out, claims and releases container addresses atomically."""
 
@@ -121,6 +119,10 @@ class Allocator:
         # one failed compare, never a wrong answer.
         self._cursors: dict[str, Entry | None] = {}
         self._free: dict[str, deque[Entry]] = {}
+        # One Allocator serves all the plugin server's threads: each takes its own entry
+        # off the shared free queues.
+        self._free_lock = threading.Lock()
+        self._cursor_locks: dict[str, threading.Lock] = {}
 
     # ----------------------------------------------------------------- dynamic
     def allocate(
@@ -143,19 +145,33 @@ class Allocator:
             if lease:
                 return lease
         while True:
-            heads = [(queue[0], queue) for w in windows if (queue := self._free_queue(w))]
-            if not heads:
-                where = ", ".join(str(w.range) for w in windows) or "no container range"
-                raise Conflict(f"no free address left in {where}")
-            free, queue = min(heads, key=lambda head: head[0].key)
+            with self._free_lock:
+                heads = [(queue[0], queue) for w in windows if (queue := self._free_queue(w))]
+                if not heads:
+                    where = ", ".join(str(w.range) for w in windows) or "no container range"
+                    raise Conflict(f"no free address left in {where}")
+                free, queue = min(heads, key=lambda head: head[0].key)
+                queue.popleft()
             lease = self._take_released(free, template, guards)
             if lease:
-                queue.popleft()
                 return lease
             queue.clear()  # others took from it: read the current list
             retry.conflict()
 
     def _take_fresh(self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry) -> Lease | None:
+        # Threads of one process (the plugin server's) queue for a cursor rather than race
+        # for it: all but one would lose each compare-and-swap, and back off.
+        lock = self._cursor_locks.setdefault(window.cursor_key, threading.Lock())
+        if not lock.acquire(timeout=max(retry.deadline - time.monotonic(), 0.0)):
+            raise ContentionTimeout(f"gave up waiting for the cursor of {window.range} after {self.max_wait:g} s")
+        try:
+            return self._take_fresh_locked(window, template, guards, retry)
+        finally:
+            lock.release()
+
+    def _take_fresh_locked(
+        self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry
+    ) -> Lease | None:
         key = window.cursor_key
         if key not in self._cursors:
             self._cursors[key] = self.store.get(key)
@@ -210,12 +226,10 @@ class Allocator:
     def _take_released(self, free: Entry, template: Lease, guards: Sequence[Compare]) -> Lease | None:
         """Take the released address behind free-list entry ``free``; None if it went."""
         ip = free.value["ip"]
-        window_range = free.key[len(FREE):].rpartition("/")[0]
+        window_range = free.key[len(FREE) :].rpartition("/")[0]
         lease = replace(self._held(template, ip, None), range=window_range)
         ops = [Delete(free.key), *self._lease_ops(lease, previous_mac=free.value.get("mac", ""))]
-        result = self.store.txn(
-            [(free.key, free.revision), *guards], ops, reads=[k for k, _ in guards]
-        )
+        result = self.store.txn([(free.key, free.revision), *guards], ops, reads=[k for k, _ in guards])
         if result.succeeded:
             return lease
         _check_guards(guards, result.entries)

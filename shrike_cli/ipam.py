@@ -136,7 +136,9 @@ class Ipam:
             if not pool.contains(address):
                 raise InvalidInput(f"{ip} is outside the subnet {pool}")
             if config.host_range_of(address):
-                raise InvalidInput(f"{ip} is a host address (host-range {config.host_range_of(address)}), not for containers")
+                raise InvalidInput(
+                    f"{ip} is a host address (host-range {config.host_range_of(address)}), not for containers"
+                )
             if ip in config.gateways.values():
                 raise InvalidInput(f"{ip} is the gateway of the LAN, not for containers")
             raise InvalidInput(f"{ip} is outside every container range of {pool}")
@@ -147,8 +149,10 @@ class Ipam:
             replace(template, range=range_id),
             # Docker's --ip may take up a reservation (its container starting); another
             # reservation may not.
-            may_take=lambda old: old.state == STATE_RELEASED
-            or (old.state == STATE_RESERVED and old.kind == KIND_CONTAINER and not template.name),
+            may_take=lambda old: (
+                old.state == STATE_RELEASED
+                or (old.state == STATE_RESERVED and old.kind == KIND_CONTAINER and not template.name)
+            ),
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -198,7 +202,9 @@ class Ipam:
                 if lease is not None:
                     return lease
             pool = self._reservation_subnet(ip, subnet)
-            template = Lease(ip="", kind=KIND_CONTAINER, state=STATE_RESERVED, subnet=str(pool), host=self.host, name=name)
+            template = Lease(
+                ip="", kind=KIND_CONTAINER, state=STATE_RESERVED, subnet=str(pool), host=self.host, name=name
+            )
             guards = [(name_key(name), existing.revision if existing else 0)]
             try:
                 if ip is None:
@@ -219,7 +225,9 @@ class Ipam:
             return config.lan_subnet_of(address) or container_range.subnet
         subnets = {config.lan_subnet_of(r.start) or r.subnet for r in config.ip_ranges}
         if len(subnets) != 1:
-            raise InvalidInput("give --subnet: " + ("no container range is declared" if not subnets else "there are several subnets"))
+            raise InvalidInput(
+                "give --subnet: " + ("no container range is declared" if not subnets else "there are several subnets")
+            )
         return subnets.pop()
 
     def release_name(self, name: str) -> Lease:

@@ -160,9 +160,7 @@ def parse_range(start_text: str, end_text: str) -> ParsedRange:
     start, start_len = parse_address(start_text, "--ip-start")
     end, end_len = parse_address(end_text, "--ip-end")
     if start_len != end_len:
-        raise InvalidInput(
-            f"--ip-start and --ip-end have different prefix lengths (/{start_len} and /{end_len})"
-        )
+        raise InvalidInput(f"--ip-start and --ip-end have different prefix lengths (/{start_len} and /{end_len})")
     assert start_len is not None
     if start > end:
         raise InvalidInput(f"--ip-start {int_to_ip(start)} is after --ip-end {int_to_ip(end)}")

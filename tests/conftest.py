@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.etcd",
+    "tests.fixtures.etcd_secure",
     "tests.fixtures.stores",
     "tests.fixtures.netns",
     "tests.fixtures.dockerd",

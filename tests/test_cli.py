@@ -80,7 +80,10 @@ def test_original_flow_and_listings(shrike: Run) -> None:
 
 
 BAD_INPUT = [
-    (["host-range", "--ip-start=172.25.60.0", "--ip-end=172.25.60.182/22", "--gateway=172.25.63.254"], "no prefix length"),
+    (
+        ["host-range", "--ip-start=172.25.60.0", "--ip-end=172.25.60.182/22", "--gateway=172.25.63.254"],
+        "no prefix length",
+    ),
     (["ip-range", "--ip-start=172.25.60.199/24", "--ip-end=172.25.60.190/24"], "is after"),
     (["ip-range", "--ip-start=172.25.60.180/22", "--ip-end=172.25.60.190/22"], "overlaps the host range"),
     (["ip-range", "--ip-start=172.25.60.190/24", "--ip-end=172.25.60.195/24"], "overlaps the container range"),
@@ -151,7 +154,10 @@ def test_console_scripts(script: str, tmp_path: Path) -> None:
     env = {**os.environ, "SHRIKE_STATE_DIR": str(tmp_path), "CLUSTER_STORE": ""}
     run = subprocess.run(
         [script, "host-range", "--ip-start=198.51.100.1/24", "--ip-end=198.51.100.9/24", "--gateway=198.51.100.254"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "shrike.db").exists()
@@ -162,7 +168,10 @@ def test_unreachable_etcd_is_one_line_naming_it(tmp_path: Path) -> None:
 
     url = f"http://127.0.0.1:{free_port()}"
     run = subprocess.run(
-        ["shrike", "--cluster-store", url, "leases"], capture_output=True, text=True, timeout=60,
+        ["shrike", "--cluster-store", url, "leases"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "CLUSTER_STORE": ""},
     )
     assert run.returncode == 1
@@ -171,7 +180,10 @@ def test_unreachable_etcd_is_one_line_naming_it(tmp_path: Path) -> None:
 
 def test_bad_cluster_store_url(tmp_path: Path) -> None:
     run = subprocess.run(
-        ["shrike", "--cluster-store", "ftp://x", "leases"], capture_output=True, text=True, timeout=60,
+        ["shrike", "--cluster-store", "ftp://x", "leases"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "CLUSTER_STORE": ""},
     )
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1

@@ -86,11 +86,72 @@ def root(
             show_envvar=True,
         ),
     ] = None,
+    etcd_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--etcd-ca",
+            envvar="SHRIKE_ETCD_CA",
+            metavar="FILE",
+            help="PEM file of the CA that signed etcd's certificate (https://) [default: the system's CAs].",
+            show_envvar=True,
+        ),
+    ] = None,
+    etcd_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--etcd-cert",
+            envvar="SHRIKE_ETCD_CERT",
+            metavar="FILE",
+            help="PEM file of the client certificate to show etcd, when it checks them (with --etcd-key).",
+            show_envvar=True,
+        ),
+    ] = None,
+    etcd_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--etcd-key",
+            envvar="SHRIKE_ETCD_KEY",
+            metavar="FILE",
+            help="PEM file of the client certificate's private key.",
+            show_envvar=True,
+        ),
+    ] = None,
+    etcd_user: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd-user",
+            envvar="SHRIKE_ETCD_USER",
+            metavar="USER[:PASSWORD]",
+            help="etcd user, when etcd has authentication enabled; USER:PASSWORD as with etcdctl.",
+            show_envvar=True,
+        ),
+    ] = None,
+    etcd_password: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd-password",
+            envvar="SHRIKE_ETCD_PASSWORD",
+            metavar="PASSWORD",
+            help="The etcd user's password; prefer the environment variable, which ps does not show.",
+            show_envvar=True,
+        ),
+    ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", envvar="DEBUG", help="Log what happens, one line per step, on stderr.", show_envvar=True)
+        bool,
+        typer.Option(
+            "--debug", envvar="DEBUG", help="Log what happens, one line per step, on stderr.", show_envvar=True
+        ),
     ] = False,
 ) -> None:
     configure_logging(debug)
     ctx.obj = Globals(
-        cluster_store=cluster_store or None, state_dir=state_dir, store_prefix=store_prefix, debug=debug
+        cluster_store=cluster_store or None,
+        state_dir=state_dir,
+        store_prefix=store_prefix,
+        debug=debug,
+        etcd_ca=etcd_ca,
+        etcd_cert=etcd_cert,
+        etcd_key=etcd_key,
+        etcd_user=etcd_user,
+        etcd_password=etcd_password,
     )

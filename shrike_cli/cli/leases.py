@@ -40,7 +40,9 @@ def _emit_leases(fmt: Format, leases: list[Lease], empty: str) -> None:
 @app.command("leases")
 def leases(
     ctx: typer.Context,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Include released addresses (kept for reuse ordering).")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", "-a", help="Include released addresses (kept for reuse ordering).")
+    ] = False,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only this kind: container, host, gateway or reserved.")
     ] = None,
@@ -56,7 +58,9 @@ def leases(
 @app.command("release")
 def release(
     ctx: typer.Context,
-    ip: Annotated[str | None, typer.Option("--ip", help="A container address to give back (ends its reservation, if any).")] = None,
+    ip: Annotated[
+        str | None, typer.Option("--ip", help="A container address to give back (ends its reservation, if any).")
+    ] = None,
     host: Annotated[str | None, typer.Option("--host", help="A host address to give back.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="End the reservation of this name.")] = None,
     fmt: OutputOption = Format.table,
@@ -83,7 +87,9 @@ def release(
 
 @app.command("release-ip", hidden=True)
 def release_ip(
-    ctx: typer.Context, ip: Annotated[str, typer.Option("--ip", help="A container address.")], fmt: OutputOption = Format.table
+    ctx: typer.Context,
+    ip: Annotated[str, typer.Option("--ip", help="A container address.")],
+    fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --ip'."""
     release(ctx, ip=ip, host=None, name=None, fmt=fmt)
@@ -91,7 +97,9 @@ def release_ip(
 
 @app.command("release-host", hidden=True)
 def release_host(
-    ctx: typer.Context, ip: Annotated[str, typer.Option("--ip", help="A host address.")], fmt: OutputOption = Format.table
+    ctx: typer.Context,
+    ip: Annotated[str, typer.Option("--ip", help="A host address.")],
+    fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --host'."""
     release(ctx, ip=None, host=ip, name=None, fmt=fmt)

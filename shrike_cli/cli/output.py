@@ -65,7 +65,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit(fmt: Format, data: Any, rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], *, empty: str) -> None:
+def emit(
+    fmt: Format, data: Any, rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], *, empty: str
+) -> None:
     """JSON of ``data`` or a table of ``rows``, as the user asked."""
     if fmt is Format.json:
         emit_json(data)

@@ -19,12 +19,29 @@ class Globals:
     state_dir: Path | None
     store_prefix: str | None
     debug: bool
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = None
     _store: Store | None = field(default=None, repr=False)
     _ipam: Ipam | None = field(default=None, repr=False)
 
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.cluster_store, self.state_dir, prefix=self.store_prefix)
+            user, password = self.etcd_user, self.etcd_password
+            if user is not None and password is None and ":" in user:
+                user, _, password = user.partition(":")  # etcdctl's --user USER:PASSWORD
+            self._store = open_store(
+                self.cluster_store,
+                self.state_dir,
+                prefix=self.store_prefix,
+                ca_cert=self.etcd_ca,
+                cert_cert=self.etcd_cert,
+                cert_key=self.etcd_key,
+                user=user,
+                password=password,
+            )
         return self._store
 
     def ipam(self) -> Ipam:

@@ -94,9 +94,32 @@ def _read(path: str | Path | None, what: str) -> bytes | None:
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read the etcd {what} {path}: {exc.strerror}") from None
+    # gRPC would only fail at the first call, with "Failed to create security handshaker".
+    if b"-----BEGIN " not in data:
+        raise InvalidInput(f"the etcd {what} {path} is not a PEM file")
+    return data
+
+
+# gRPC's words for a failed TLS connection name the mechanism, not the likely cause.
+_TLS_HINTS = {
+    "CERTIFICATE_VERIFY_FAILED": "etcd's certificate is not signed by a trusted CA: give the CA certificate",
+    # TLS 1.3 ends the handshake before the server checks the client certificate, so its
+    # refusal arrives as an alert on the first record the client reads.
+    "TSI_DATA_CORRUPTED": "etcd ended the TLS session: does it want a client certificate it trusts?",
+    "Failed to create security handshaker": "check the CA certificate, and that the client key is the certificate's",
+}
+_PLAIN_HINTS = {"Socket closed": "does etcd there want https://?"}
+
+
+def _hint(details: str, secure: bool) -> str:
+    """``details`` followed by the likely cause of a TLS mismatch, if it looks like one."""
+    for marker, hint in (_TLS_HINTS if secure else _PLAIN_HINTS).items():
+        if marker in details:
+            return f"{details} ({hint})"
+    return details
 
 
 def _describe(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, bool]:
@@ -238,6 +261,7 @@ class EtcdStore(Store):
                     self._drop(index)
                     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                         details = f"no answer within {self._timeout:g} s"
+                    details = _hint(details, self._endpoints[index].secure)
                     if write and not never_sent:
                         self._current = (index + 1) % count
                         raise StoreError(
