@@ -11,6 +11,7 @@ matter are ratios measured side by side.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyetcd  # noqa: E402
 
+from shrike_cli.errors import Conflict  # noqa: E402
 from shrike_cli.ipam import Ipam  # noqa: E402
 from shrike_cli.stores import EmbeddedStore, EtcdStore, Store  # noqa: E402
 from tests.fixtures.etcd import EtcdServer  # noqa: E402
@@ -143,6 +145,16 @@ def bench_fill(open_: Callable[[str], Store], kind: str, sample: int) -> list[Ro
         allocate()
     _, high = timed(allocate, sample)
     p99_low, p99_high = percentile(low, 99), percentile(high, 99)
+    # Full range, then churn: released addresses come back from the free lists.
+    while True:
+        try:
+            allocate()
+        except Conflict:
+            break
+    held = [lease.ip for lease in ipam.leases()]
+    for ip in random.Random(7).sample(held, sample):
+        ipam.release_address(ip)
+    _, reuse = timed(allocate, sample)
     return [
         Row(
             "ip-range of a /16 + host-range (s)",
@@ -158,6 +170,7 @@ def bench_fill(open_: Callable[[str], Store], kind: str, sample: int) -> list[Ro
             "ratio <= 2",
             p99_high <= 2 * p99_low,
         ),  # fmt: skip
+        Row("p99 reusing released addresses, /16 full (ms)", kind, f"{percentile(reuse, 99):.3f}", ""),
     ]
 
 

@@ -16,8 +16,16 @@ from .state import Globals, configure_logging
 log = logging.getLogger("shrike")
 
 
+#: --help lists commands in the order an operator uses them, not alphabetically.
+COMMAND_ORDER = ("host-range", "ip-range", "server", "create-network", "leases", "release", "reserve")
+
+
 class ShrikeGroup(TyperGroup):
     """Turns expected failures into one line on stderr and exit 1, never a traceback."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        rank = {name: index for index, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -63,7 +71,10 @@ def root(
         typer.Option(
             "--cluster-store",
             envvar="CLUSTER_STORE",
-            help="Comma-separated etcd v3 endpoints (http:// or https://). Without it, state is kept in an embedded store on this host.",
+            help=(
+                "Comma-separated etcd v3 endpoints (http:// or https://)."
+                " Without it, state is kept in an embedded store on this host."
+            ),
             show_envvar=True,
         ),
     ] = None,
