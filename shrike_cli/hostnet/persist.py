@@ -1,0 +1,213 @@
+"""``--persist``: the bridge setup as the host's network manager would build it at boot.
+
+Two formats: RHEL/CentOS network-scripts (``ifcfg-*`` and ``route-*`` files, what the
+original tool wrote) and systemd-networkd (``.netdev``/``.network``). Files are only
+written, never applied: networking is not restarted.
+
+Every file written carries :data:`HEADER`. A file that would be replaced or must go
+away (the uplink's old configuration) is first kept as ``NAME.shrike.orig``, a suffix
+that both network-scripts and networkd ignore; the undo puts those back and removes
+the files with the header. ``root`` is the filesystem root (``/``; tests use a
+temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import InvalidInput
+from .plan import TABLE_MAIN, Plan, Route
+
+IFCFG = "ifcfg"
+NETWORKD = "networkd"
+MANAGERS = (IFCFG, NETWORKD)
+
+IFCFG_DIR = "etc/sysconfig/network-scripts"
+NETWORKD_DIR = "etc/systemd/network"
+NETWORKD_ENABLED = "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+#: networkd applies the first matching .network file in lexical order.
+NETWORKD_PREFIX = "10-shrike-"
+BACKUP_SUFFIX = ".shrike.orig"
+
+HEADER = "# Written by shrike create-network"
+
+
+def detect(root: Path) -> str:
+    """The network manager of the system at ``root``: networkd if it is enabled, else
+    network-scripts if its folder exists; an error when neither is recognisable."""
+    # lexists: the unit link points into /lib of that system, not of ours.
+    if os.path.lexists(root / NETWORKD_ENABLED):
+        return NETWORKD
+    if (root / IFCFG_DIR).is_dir():
+        return IFCFG
+    raise InvalidInput(
+        f"cannot tell the network manager of {root} (neither systemd-networkd enabled nor {root / IFCFG_DIR}): "
+        "give --network-manager ifcfg|networkd"
+    )
+
+
+def _header(plan: Plan, what: str) -> str:
+    return f"{HEADER} for Docker network {plan.network}: {what}"
+
+
+def _bridge(plan: Plan) -> str:
+    if plan.bridge is None:
+        raise InvalidInput(
+            "--persist applies to bridge mode: in macvlan mode the host's own configuration does not change"
+        )
+    return plan.bridge
+
+
+def _persisted_routes(plan: Plan) -> list[Route]:
+    # Routes of other tables need policy rules the managers would configure elsewhere.
+    return [r for r in plan.routes if r.table == TABLE_MAIN]
+
+
+def render_ifcfg(plan: Plan) -> dict[str, str]:
+    """``ifcfg-<bridge>``, ``ifcfg-<uplink>`` and, for routes besides the default,
+    ``route-<bridge>``: paths relative to the network-scripts folder."""
+    bridge, uplink = _bridge(plan), plan.uplink
+    lines = [
+        _header(plan, f"{bridge} holds the host's address, {uplink.name} is its port"),
+        f"DEVICE={bridge}",
+        "TYPE=Bridge",
+    ]
+    lines += ["ONBOOT=yes", "BOOTPROTO=none", "DELAY=0", "STP=no", f"MACADDR={uplink.mac}", f"MTU={uplink.mtu}"]
+    numbered = len(plan.addresses) > 1
+    for n, address in enumerate(plan.addresses):
+        suffix = str(n) if numbered else ""
+        lines += [f"IPADDR{suffix}={address.ip}", f"PREFIX{suffix}={address.prefixlen}"]
+    routes = _persisted_routes(plan)
+    default = next((r for r in routes if r.is_default), None)
+    if default is not None and default.gateway:
+        lines.append(f"GATEWAY={default.gateway}")
+        if default.metric is not None:
+            lines.append(f"METRIC={default.metric}")
+    files = {f"ifcfg-{bridge}": "\n".join(lines) + "\n"}
+    others = [r for r in routes if r is not default]
+    if others:
+        # Each line is what 'ip route add' is given.
+        route_lines = [f"{r} dev {bridge}" for r in others]
+        files[f"route-{bridge}"] = "\n".join([_header(plan, f"routes through {bridge}"), *route_lines]) + "\n"
+    files[f"ifcfg-{uplink.name}"] = (
+        "\n".join(
+            [
+                _header(plan, f"{uplink.name} is a port of {bridge}, which holds its address"),
+                f"DEVICE={uplink.name}",
+                "TYPE=Ethernet",
+                "ONBOOT=yes",
+                "BOOTPROTO=none",
+                f"HWADDR={uplink.mac}",
+                f"MTU={uplink.mtu}",
+                f"BRIDGE={bridge}",
+            ]
+        )
+        + "\n"
+    )
+    return files
+
+
+def render_networkd(plan: Plan) -> dict[str, str]:
+    """The bridge's ``.netdev`` and ``.network`` and the uplink's ``.network``: paths
+    relative to networkd's folder."""
+    bridge, uplink = _bridge(plan), plan.uplink
+    netdev = [
+        _header(plan, f"the bridge {bridge}, with {uplink.name}'s MAC"),
+        "[NetDev]",
+        f"Name={bridge}",
+        "Kind=bridge",
+    ]
+    netdev += [f"MACAddress={uplink.mac}", f"MTUBytes={uplink.mtu}"]
+    network = [_header(plan, f"{bridge} holds the host's address"), "[Match]", f"Name={bridge}", "", "[Network]"]
+    network += [f"Address={a.cidr}" for a in plan.addresses]
+    for route in _persisted_routes(plan):
+        network += ["", "[Route]"]
+        if not route.is_default:
+            network.append(f"Destination={route.dst}")
+        if route.gateway:
+            network.append(f"Gateway={route.gateway}")
+        if route.metric is not None:
+            network.append(f"Metric={route.metric}")
+        if route.onlink:
+            network.append("GatewayOnLink=yes")
+    port = [_header(plan, f"{uplink.name} is a port of {bridge}"), "[Match]", f"Name={uplink.name}", "", "[Network]"]
+    port.append(f"Bridge={bridge}")
+    return {
+        f"{NETWORKD_PREFIX}{bridge}.netdev": "\n".join(netdev) + "\n",
+        f"{NETWORKD_PREFIX}{bridge}.network": "\n".join(network) + "\n",
+        f"{NETWORKD_PREFIX}{uplink.name}.network": "\n".join(port) + "\n",
+    }
+
+
+def folder(root: Path, manager: str) -> Path:
+    return root / (IFCFG_DIR if manager == IFCFG else NETWORKD_DIR)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _names_link(text: str, link: str) -> bool:
+    """Whether a networkd .network file's [Match] names ``link`` exactly."""
+    return any(line.strip().startswith("Name=") and link in line.split("=", 1)[1].split() for line in text.splitlines())
+
+
+def _stale(root: Path, manager: str, plan: Plan) -> Iterable[Path]:
+    """Existing files that would configure the uplink's address at boot."""
+    where = folder(root, manager)
+    if manager == IFCFG:
+        yield where / f"route-{plan.uplink.name}"
+        return
+    if where.is_dir():
+        for path in sorted(where.glob("*.network")):
+            text = _read(path)
+            if text is not None and not text.startswith(HEADER) and _names_link(text, plan.uplink.name):
+                yield path
+
+
+def _with_backup(path: Path, text: str | None) -> list[tuple[str, str | None]]:
+    """Set ``path`` to ``text``, keeping a file not written by us as a backup first."""
+    old = _read(path)
+    if old == text:
+        return []
+    changes: list[tuple[str, str | None]] = []
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    if old is not None and not old.startswith(HEADER) and not backup.exists():
+        changes.append((str(backup), old))
+    changes.append((str(path), text))
+    return changes
+
+
+def setup_files(root: Path, manager: str, plan: Plan) -> tuple[tuple[str, str | None], ...]:
+    """The file changes that persist a bridge-mode ``plan`` (absolute paths; ``None`` removes):
+    only those that differ from what is there, so a rerun changes nothing."""
+    if manager not in MANAGERS:
+        raise InvalidInput(f"--network-manager must be one of {', '.join(MANAGERS)}")
+    where = folder(root, manager)
+    rendered = render_ifcfg(plan) if manager == IFCFG else render_networkd(plan)
+    changes = [change for name, text in rendered.items() for change in _with_backup(where / name, text)]
+    changes += [change for path in _stale(root, manager, plan) if path.exists() for change in _with_backup(path, None)]
+    return tuple(changes)
+
+
+def teardown_files(root: Path, manager: str) -> tuple[tuple[str, str | None], ...]:
+    """The changes that undo :func:`setup_files`: remove what we wrote, restore backups."""
+    where = folder(root, manager)
+    if not where.is_dir():
+        return ()
+    changes: list[tuple[str, str | None]] = []
+    restored = set()
+    for backup in sorted(where.glob("*" + BACKUP_SUFFIX)):
+        original = backup.with_name(backup.name.removesuffix(BACKUP_SUFFIX))
+        changes += [(str(original), backup.read_text()), (str(backup), None)]
+        restored.add(original)
+    for path in sorted(where.iterdir()):
+        text = _read(path) if path.is_file() else None
+        if path not in restored and text is not None and text.startswith(HEADER):
+            changes.append((str(path), None))
+    return tuple(changes)

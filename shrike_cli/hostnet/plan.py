@@ -1,0 +1,602 @@
+"""What ``create-network`` will do, decided from what was read; no side effects.
+
+The host (links, IPv4 addresses, routes), the store's declarations and the Docker
+network of that name are read first (``Netlink.read``, ``Ipam.config``,
+``docker_net.find``). From them :func:`build_setup` and :func:`build_teardown`
+check every precondition and return a :class:`Plan`: an ordered list of
+:data:`Action` values, each printable (``--dry-run``) and each executed, with its
+undo, by :mod:`.setup`. Everything here is a plain value, so tests build hosts and
+plans without touching a network namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import netaddr
+
+from ..errors import Conflict, InvalidInput, NotFound
+from ..model import KIND_HOST, Config, Lease, Subnet, int_to_ip, parse_address
+from .docker_net import LABEL_PREFIX, NetworkSpec, NetworkView, bridge_spec, macvlan_spec
+
+MODE_BRIDGE = "bridge"
+MODE_MACVLAN = "macvlan"
+MODES = (MODE_BRIDGE, MODE_MACVLAN)
+
+#: The main routing table, and the one whose routes belong to addresses (never moved).
+TABLE_MAIN = 254
+TABLE_LOCAL = 255
+#: Routes the kernel derives from an address (``proto kernel``) follow the address.
+PROTO_KERNEL = 2
+PROTO_BOOT = 3
+#: Linux's limit for interface names.
+IFNAMSIZ_MAX = 15
+
+
+# --------------------------------------------------------------- the host as read
+@dataclass(frozen=True)
+class Address:
+    """An IPv4 address on a link, as ``ip addr`` shows it."""
+
+    ip: str
+    prefixlen: int
+    broadcast: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+    @property
+    def network(self) -> netaddr.IPNetwork:
+        return netaddr.IPNetwork(self.cidr).cidr
+
+    def __str__(self) -> str:
+        return self.cidr
+
+
+@dataclass(frozen=True)
+class Route:
+    """An IPv4 unicast route through one link (its ``dev``), as ``ip route`` shows it."""
+
+    dst: str  # a CIDR; 0.0.0.0/0 is the default route
+    gateway: str | None = None
+    metric: int | None = None
+    table: int = TABLE_MAIN
+    proto: int = PROTO_BOOT
+    scope: int = 0
+    prefsrc: str | None = None
+    onlink: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst == "0.0.0.0/0"
+
+    def __str__(self) -> str:
+        words = ["default" if self.is_default else self.dst]
+        if self.gateway:
+            words += ["via", self.gateway]
+        if self.metric is not None:
+            words += ["metric", str(self.metric)]
+        if self.table != TABLE_MAIN:
+            words += ["table", str(self.table)]
+        if self.prefsrc:
+            words += ["src", self.prefsrc]
+        if self.onlink:
+            words.append("onlink")
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A network interface: ``kind`` is the rtnetlink kind (``bridge``, ``veth``,
+    ``macvlan``; empty for a physical NIC), ``master`` the bridge it is a port of."""
+
+    name: str
+    index: int
+    kind: str = ""
+    mac: str = ""
+    mtu: int = 1500
+    up: bool = True
+    master: str | None = None
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One network namespace: its links, their IPv4 addresses, and the routes through
+    each link except those the kernel derives from addresses."""
+
+    links: tuple[Link, ...]
+    addresses: Mapping[str, tuple[Address, ...]] = field(default_factory=dict)
+    routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
+
+    def link(self, name: str) -> Link | None:
+        return next((link for link in self.links if link.name == name), None)
+
+    def addresses_of(self, name: str) -> tuple[Address, ...]:
+        return tuple(self.addresses.get(name, ()))
+
+    def routes_of(self, name: str) -> tuple[Route, ...]:
+        return tuple(self.routes.get(name, ()))
+
+    def holder_of(self, ip: str) -> Link | None:
+        """The link holding ``ip``: how the uplink is found (never by a route lookup,
+        which would name whatever link leads to some outside address)."""
+        name = next((n for n, addrs in self.addresses.items() if any(a.ip == ip for a in addrs)), None)
+        return self.link(name) if name else None
+
+
+# ----------------------------------------------------------------- the LAN as declared
+@dataclass(frozen=True)
+class LanView:
+    """What the store says about HOST_IP's LAN."""
+
+    host_ip: str
+    subnet: Subnet
+    router: str
+    #: the container ranges of that subnet as CIDRs (the macvlan shim routes them)
+    container_cidrs: tuple[str, ...]
+
+
+def lan_of(config: Config, host_ip: str) -> LanView:
+    """HOST_IP's LAN from the declarations; an error unless a host range holds it."""
+    address = parse_address(host_ip, "--ip", prefix="forbidden")[0]
+    if config.host_range_of(address) is None:
+        raise InvalidInput(f"--ip {host_ip} is not in any host range: declare the LAN with 'shrike host-range' first")
+    subnet = config.lan_subnet_of(address)
+    router = config.gateway_of(subnet) if subnet else None
+    if subnet is None or router is None:
+        raise InvalidInput(
+            f"no gateway is declared for the LAN of {host_ip}: declare it with 'shrike host-range --gateway'"
+        )
+    cidrs = tuple(
+        str(cidr)
+        for r in config.container_ranges_in(subnet)
+        for cidr in netaddr.IPRange(int_to_ip(r.start), int_to_ip(r.end)).cidrs()
+    )
+    return LanView(host_ip=host_ip, subnet=subnet, router=router, container_cidrs=cidrs)
+
+
+# ---------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class ClaimLease:
+    ip: str
+
+    def __str__(self) -> str:
+        return f"record {self.ip} as this host's address (host lease)"
+
+
+@dataclass(frozen=True)
+class ReleaseLease:
+    ip: str
+
+    def __str__(self) -> str:
+        return f"release the host lease of {self.ip}"
+
+
+@dataclass(frozen=True)
+class CreateNetwork:
+    spec: NetworkSpec
+
+    def __str__(self) -> str:
+        return f"create Docker network {self.spec.describe()}"
+
+
+@dataclass(frozen=True)
+class RemoveNetwork:
+    name: str
+    #: containers to disconnect first (only with --force)
+    containers: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        detach = f", disconnecting {', '.join(self.containers)}" if self.containers else ""
+        return f"remove Docker network {self.name}{detach}"
+
+
+@dataclass(frozen=True)
+class SetMac:
+    link: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"set {self.link}'s MAC to {self.mac}"
+
+
+@dataclass(frozen=True)
+class AddAddresses:
+    link: str
+    addresses: tuple[Address, ...]
+
+    def __str__(self) -> str:
+        return f"put {', '.join(map(str, self.addresses))} on {self.link}"
+
+
+@dataclass(frozen=True)
+class DeleteAddresses:
+    link: str
+    addresses: tuple[Address, ...]
+
+    def __str__(self) -> str:
+        return f"remove {', '.join(map(str, self.addresses))} from {self.link}"
+
+
+@dataclass(frozen=True)
+class SetMaster:
+    """Make ``port`` a port of ``master``, or of no bridge when ``master`` is None."""
+
+    port: str
+    master: str | None
+
+    def __str__(self) -> str:
+        return f"make {self.port} a port of {self.master}" if self.master else f"release {self.port} from its bridge"
+
+
+@dataclass(frozen=True)
+class MoveRoute:
+    """Replace ``route`` through ``source`` by the same route through ``target``: one
+    netlink replace, so a default route is never absent, not even for a moment."""
+
+    route: Route
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"move route {self.route} from {self.source} to {self.target}"
+
+
+@dataclass(frozen=True)
+class Shim:
+    """A macvlan link on the uplink through which the host reaches its own macvlan
+    containers (the parent link never passes frames to its macvlan children)."""
+
+    name: str
+    parent: str
+    address: Address
+    routes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddShim:
+    shim: Shim
+
+    def __str__(self) -> str:
+        s = self.shim
+        routes = ", ".join(s.routes) or "nothing"
+        return f"add macvlan shim {s.name} on {s.parent} with {s.address}, routing {routes} through it"
+
+
+@dataclass(frozen=True)
+class RemoveShim:
+    shim: Shim
+
+    def __str__(self) -> str:
+        return f"remove macvlan shim {self.shim.name} (and its routes)"
+
+
+@dataclass(frozen=True)
+class WriteFiles:
+    """Set files to the given text; ``None`` removes the file."""
+
+    files: tuple[tuple[str, str | None], ...]
+
+    def __str__(self) -> str:
+        return "; ".join(f"{'write' if text is not None else 'remove'} {path}" for path, text in self.files)
+
+
+Action = (
+    ClaimLease | ReleaseLease | CreateNetwork | RemoveNetwork | SetMac | AddAddresses | DeleteAddresses
+    | SetMaster | MoveRoute | AddShim | RemoveShim | WriteFiles
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------- plans
+@dataclass(frozen=True)
+class Request:
+    """The options of ``create-network``."""
+
+    host_ip: str
+    name: str = "mynet"
+    bridge: str = "br0"
+    uplink: str | None = None
+    plugin: str = "shrike"
+    mode: str = MODE_BRIDGE
+    shim: bool = False
+
+    @property
+    def shim_name(self) -> str:
+        return f"shim-{self.name}"[:IFNAMSIZ_MAX]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The checked outcome: ``actions`` to run in order (none when ``already`` set up).
+
+    ``bridge``, ``uplink``, ``addresses`` and ``routes`` describe the host as it is
+    meant to be: the addresses and routes that belong on the bridge. ``--persist``
+    renders them, also on a rerun.
+    """
+
+    network: str
+    mode: str
+    host_ip: str
+    uplink: Link
+    bridge: str | None
+    addresses: tuple[Address, ...]
+    routes: tuple[Route, ...]
+    actions: tuple[Action, ...]
+    already: bool = False
+
+    def with_actions(self, *more: Action) -> Plan:
+        return replace(self, actions=(*self.actions, *more))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "mode": self.mode,
+            "host_ip": self.host_ip,
+            "uplink": self.uplink.name,
+            "bridge": self.bridge,
+            "already_set_up": self.already,
+            "steps": [str(a) for a in self.actions],
+            "files": {path: text for a in self.actions if isinstance(a, WriteFiles) for path, text in a.files},
+        }
+
+
+def move_order(routes: Iterable[Route], addresses: Iterable[Address]) -> tuple[Route, ...]:
+    """The order to move routes in: those whose gateway is on a moved address's subnet
+    (or that have none) before those through another route's gateway, and among them
+    the default route first, so it spends the least time on the old link."""
+    subnets = [a.network for a in addresses]
+
+    def key(route: Route) -> tuple[int, int]:
+        on_link = route.gateway is None or any(netaddr.IPAddress(route.gateway) in s for s in subnets)
+        return (0 if on_link else 1, 0 if route.is_default else 1)
+
+    return tuple(sorted(routes, key=key))
+
+
+def labels_of(request: Request, uplink: str) -> dict[str, str]:
+    """What create-network records on the Docker network: ``--undo`` and reruns read it."""
+    labels = {"mode": request.mode, "host-ip": request.host_ip, "uplink": uplink}
+    if request.mode == MODE_BRIDGE:
+        labels["bridge"] = request.bridge
+    elif request.shim:
+        labels["shim"] = request.shim_name
+    return {LABEL_PREFIX + k: v for k, v in labels.items()}
+
+
+def _check_lease(lease: Lease | None, me: str, host_ip: str) -> bool:
+    """Whether HOST_IP is already this host's lease; an error if someone else's."""
+    if lease is None:
+        return False
+    if lease.kind == KIND_HOST and lease.host == me:
+        return True
+    holder = f"host {lease.host}" if lease.kind == KIND_HOST else f"a {lease.kind} address"
+    raise Conflict(f"{host_ip} is already recorded as {holder}; give this host's own address")
+
+
+def _find_uplink(request: Request, host: HostView, lan: LanView) -> Link:
+    holder = host.holder_of(request.host_ip)
+    if holder is None:
+        named = f" (--uplink {request.uplink} does not hold it either)" if request.uplink else ""
+        raise NotFound(f"no interface of this host holds {request.host_ip}{named}: --ip must be the host's own address")
+    if request.uplink and holder.name != request.uplink:
+        raise InvalidInput(f"{request.host_ip} is on {holder.name}, not on --uplink {request.uplink}")
+    if holder.kind == "bridge" and request.mode == MODE_BRIDGE:
+        raise InvalidInput(
+            f"{request.host_ip} is on bridge {holder.name}: this host already bridges its uplink "
+            f"(create-network only moves an address off a plain interface)"
+        )
+    if holder.master:
+        raise InvalidInput(f"{holder.name} is already a port of {holder.master}")
+    if not holder.up:
+        raise InvalidInput(f"the uplink {holder.name} is down")
+    address = next(a for a in host.addresses_of(holder.name) if a.ip == request.host_ip)
+    if address.prefixlen != lan.subnet.prefixlen:
+        raise InvalidInput(
+            f"{address} on {holder.name} does not match the declared LAN {lan.subnet}: "
+            "fix the host-range declaration or the host's address first"
+        )
+    return holder
+
+
+def _ensure_free_name(host: HostView, name: str, what: str) -> None:
+    existing = host.link(name)
+    if existing is not None:
+        kind = f"a {existing.kind} link" if existing.kind else "a link"
+        raise Conflict(f"{what} {name} is taken: the host already has {kind} of that name")
+
+
+def _setup_actions(
+    request: Request, lan: LanView, uplink: Link, addresses: tuple[Address, ...], routes: tuple[Route, ...], held: bool
+) -> tuple[Action, ...]:
+    lease: tuple[Action, ...] = () if held else (ClaimLease(request.host_ip),)
+    labels = labels_of(request, uplink.name)
+    if request.mode == MODE_MACVLAN:
+        spec = macvlan_spec(request.name, uplink.name, request.plugin, lan.subnet, lan.router, labels)
+        shim = Shim(request.shim_name, uplink.name, Address(request.host_ip, 32), lan.container_cidrs)
+        return (*lease, CreateNetwork(spec), *((AddShim(shim),) if request.shim else ()))
+    spec = bridge_spec(
+        request.name, request.bridge, uplink.mtu, request.plugin, lan.subnet, request.host_ip, lan.router, labels
+    )
+    return (
+        *lease,
+        CreateNetwork(spec),
+        # The uplink's MAC, so that the LAN sees no new MAC for this host's address.
+        SetMac(request.bridge, uplink.mac),
+        # Docker has put HOST_IP on the bridge (its gateway); other addresses follow.
+        AddAddresses(request.bridge, addresses),
+        SetMaster(uplink.name, request.bridge),
+        *(MoveRoute(route, uplink.name, request.bridge) for route in routes),
+        # Last: deleting an address also deletes the routes through it, moved by now.
+        DeleteAddresses(uplink.name, tuple(reversed(addresses))),
+    )
+
+
+def _already_set_up(request: Request, host: HostView, network: NetworkView, held: bool) -> Plan:
+    """The plan for a rerun: nothing to do if the host is as the network's labels say."""
+    labels = network.labels
+    if LABEL_PREFIX + "mode" not in labels:
+        raise Conflict(
+            f"a Docker network named {request.name} already exists (driver {network.driver}) and was not made by "
+            "create-network: choose another --name"
+        )
+    uplink_name = labels.get(LABEL_PREFIX + "uplink", "")
+    wanted = labels_of(request, request.uplink or uplink_name)
+    differs = sorted(
+        k.removeprefix(LABEL_PREFIX) for k in wanted.keys() | labels.keys() if wanted.get(k) != labels.get(k)
+    )
+    if network.ipam_driver != request.plugin:
+        differs.append("plugin-name")
+    if differs:
+        raise Conflict(
+            f"Docker network {request.name} exists with other settings ({', '.join(differs)}): "
+            f"remove it first with 'shrike create-network --undo --name {request.name}'"
+        )
+    uplink = host.link(uplink_name)
+    problem = _setup_problem(request, host, uplink)
+    if problem:
+        raise Conflict(
+            f"Docker network {request.name} exists but {problem}: "
+            f"run 'shrike create-network --undo --name {request.name}', then create it again"
+        )
+    assert uplink is not None
+    on_bridge = request.mode == MODE_BRIDGE
+    where = request.bridge if on_bridge else uplink.name
+    return Plan(
+        network=request.name,
+        mode=request.mode,
+        host_ip=request.host_ip,
+        uplink=uplink,
+        bridge=request.bridge if on_bridge else None,
+        addresses=host.addresses_of(where),
+        routes=host.routes_of(where),
+        actions=() if held else (ClaimLease(request.host_ip),),
+        already=True,
+    )
+
+
+def _setup_problem(request: Request, host: HostView, uplink: Link | None) -> str | None:
+    """What differs from a finished setup, or None."""
+    if uplink is None:
+        return "its uplink is gone"
+    holder = host.holder_of(request.host_ip)
+    if request.mode == MODE_MACVLAN:
+        if holder is None or holder.name != uplink.name:
+            return f"{request.host_ip} is not on {uplink.name}"
+        if request.shim and host.link(request.shim_name) is None:
+            return f"the shim {request.shim_name} is missing"
+        return None
+    if uplink.master != request.bridge:
+        return f"{uplink.name} is not a port of {request.bridge}"
+    if holder is None or holder.name != request.bridge:
+        return f"{request.host_ip} is not on {request.bridge}"
+    return None
+
+
+def build_setup(
+    request: Request,
+    lan: LanView,
+    host: HostView,
+    network: NetworkView | None,
+    lease: Lease | None,
+    me: str,
+) -> Plan:
+    """Check everything and plan ``create-network``; raises with a clear message when
+    something is wrong, before anything has changed.
+
+    ``lease`` is HOST_IP's current lease and ``me`` this host's name in the store.
+    """
+    if request.mode not in MODES:
+        raise InvalidInput(f"--mode must be one of {', '.join(MODES)}")
+    if request.shim and request.mode != MODE_MACVLAN:
+        raise InvalidInput("--macvlan-shim goes with --mode macvlan")
+    held = _check_lease(lease, me, request.host_ip)
+    if network is not None:
+        return _already_set_up(request, host, network, held)
+    uplink = _find_uplink(request, host, lan)
+    if request.mode == MODE_BRIDGE:
+        _ensure_free_name(host, request.bridge, "--bridge")
+    elif request.shim:
+        _ensure_free_name(host, request.shim_name, "the shim's name")
+    addresses = host.addresses_of(uplink.name)
+    routes = move_order(host.routes_of(uplink.name), addresses)
+    return Plan(
+        network=request.name,
+        mode=request.mode,
+        host_ip=request.host_ip,
+        uplink=uplink,
+        bridge=request.bridge if request.mode == MODE_BRIDGE else None,
+        addresses=addresses,
+        routes=routes,
+        actions=_setup_actions(request, lan, uplink, addresses, routes, held),
+    )
+
+
+def build_teardown(
+    name: str,
+    network: NetworkView | None,
+    host: HostView,
+    lease: Lease | None,
+    me: str,
+    *,
+    force: bool = False,
+    before_removal: tuple[Action, ...] = (),
+) -> Plan:
+    """Plan ``create-network --undo``: the inverse of a setup, read back from the host
+    and the network's labels. All reversible steps (and ``before_removal``) come
+    first; removing the Docker network (which deletes the bridge) comes last."""
+    if network is None:
+        raise NotFound(f"there is no Docker network named {name}")
+    labels = {k.removeprefix(LABEL_PREFIX): v for k, v in network.labels.items() if k.startswith(LABEL_PREFIX)}
+    if "mode" not in labels:
+        raise InvalidInput(f"Docker network {name} was not made by create-network: remove it with docker network rm")
+    if network.containers and not force:
+        raise Conflict(
+            f"containers are attached to {name} ({', '.join(network.containers)}): "
+            "stop them, or give --force to disconnect them"
+        )
+    uplink = host.link(labels["uplink"])
+    if uplink is None:
+        raise NotFound(f"the uplink {labels['uplink']} recorded on {name} is gone: nothing to move back")
+    held = lease is not None and lease.kind == KIND_HOST and lease.host == me
+    release: tuple[Action, ...] = (ReleaseLease(labels["host-ip"]),) if held else ()
+    remove = RemoveNetwork(name, network.containers)
+    bridge = labels.get("bridge")
+    if labels["mode"] == MODE_MACVLAN:
+        shim_name = labels.get("shim")
+        shim_link = host.link(shim_name) if shim_name else None
+        shims: tuple[Action, ...] = ()
+        if shim_link is not None:
+            assert shim_name is not None
+            shim = Shim(
+                shim_name, uplink.name, Address(labels["host-ip"], 32), tuple(r.dst for r in host.routes_of(shim_name))
+            )
+            shims = (RemoveShim(shim),)
+        actions: tuple[Action, ...] = (*shims, *release, *before_removal, remove)
+        addresses, routes = host.addresses_of(uplink.name), host.routes_of(uplink.name)
+    else:
+        assert bridge is not None
+        addresses = host.addresses_of(bridge)
+        routes = move_order(host.routes_of(bridge), addresses)
+        # Each part only if there is something to move back: an earlier, partial undo
+        # may have done the rest. The addresses leave the bridge before its port does,
+        # so that the LAN's subnet route never points at a bridge without ports.
+        moves = (
+            *((AddAddresses(uplink.name, addresses),) if addresses else ()),
+            *(MoveRoute(route, bridge, uplink.name) for route in routes),
+            *((DeleteAddresses(bridge, tuple(reversed(addresses))),) if addresses else ()),
+            *((SetMaster(uplink.name, None),) if uplink.master == bridge else ()),
+        )
+        actions = (*moves, *release, *before_removal, remove)
+    return Plan(
+        network=name,
+        mode=labels["mode"],
+        host_ip=labels["host-ip"],
+        uplink=uplink,
+        bridge=bridge,
+        addresses=addresses,
+        routes=routes,
+        actions=actions,
+    )

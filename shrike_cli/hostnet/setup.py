@@ -1,0 +1,316 @@
+"""``create-network`` and its undo as transactions.
+
+Everything is read and checked first (:mod:`.plan`): an error then means nothing
+changed. The plan's actions then run in order, and every change they make is
+journaled with its inverse as it is made; if any action fails, or the user
+interrupts, the journal is played backwards, so the host ends as it was, and the
+error says which step failed and whether anything could not be undone.
+
+Setup, bridge mode: claim the host lease, create the Docker network (Docker makes
+the bridge with HOST_IP on it), give the bridge the uplink's MAC, add the uplink's
+other addresses to it, enslave the uplink, move each route (the default route
+first, each by an atomic replace), remove the addresses from the uplink, and write
+the ``--persist`` files. Undo (``--undo``): addresses back on the uplink, routes
+back, addresses off the bridge, uplink released, host lease released, files
+restored, and last the one step that cannot be undone: removing the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial, singledispatch
+from pathlib import Path
+from typing import Any
+
+import docker
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import ShrikeError
+from ..ipam import Ipam
+from ..model import KIND_HOST
+from . import docker_net, persist
+from .links import Netlink, describe_netlink_error
+from .plan import (
+    Action,
+    AddAddresses,
+    AddShim,
+    ClaimLease,
+    CreateNetwork,
+    DeleteAddresses,
+    MoveRoute,
+    Plan,
+    ReleaseLease,
+    RemoveNetwork,
+    RemoveShim,
+    Request,
+    SetMac,
+    SetMaster,
+    WriteFiles,
+    build_setup,
+    build_teardown,
+    lan_of,
+)
+
+Undo = Callable[[], Any]
+Record = Callable[[Undo], None]
+Progress = Callable[[str], None]
+
+
+class TransactionFailed(ShrikeError):
+    """A step failed; what was done before it has been undone (as far as possible)."""
+
+
+@dataclass
+class Env:
+    """What the actions act on."""
+
+    ipam: Ipam
+    docker: docker.DockerClient
+    net: Netlink
+
+
+@dataclass(frozen=True)
+class Persist:
+    """``--persist``: where to write, and for which network manager (detected if None)."""
+
+    root: Path
+    manager: str | None = None
+
+    def resolve(self) -> str:
+        return self.manager or persist.detect(self.root)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    plan: Plan
+    #: planned (--dry-run), created, already (set up before), removed
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, **self.plan.to_json()}
+
+
+# ------------------------------------------------------------------ transaction
+def run(actions: Sequence[Action], env: Env, progress: Progress) -> None:
+    """Run ``actions`` in order; on failure undo every recorded change, newest first."""
+    journal: list[tuple[Action, Undo]] = []
+    for action in actions:
+        progress(f"- {action}")
+
+        def record(undo: Undo, action: Action = action) -> None:
+            journal.append((action, undo))
+
+        try:
+            apply(action, env, record)
+        except BaseException as err:
+            problems = _roll_back(journal, progress)
+            if not isinstance(err, Exception):
+                raise  # an interrupt, after the rollback
+            if problems:
+                after = "could NOT undo: " + "; ".join(problems) + " -- check the host by hand"
+            elif journal:
+                after = "every change made before it was undone: the host is as it was"
+            else:
+                after = "nothing had changed"
+            raise TransactionFailed(f"could not {action}: {reason(err)}; {after}") from err
+
+
+def _roll_back(journal: list[tuple[Action, Undo]], progress: Progress) -> list[str]:
+    problems = []
+    undone: Action | None = None
+    for action, undo in reversed(journal):
+        if action is not undone:
+            progress(f"- undo: {action}")
+            undone = action
+        try:
+            undo()
+        except Exception as err:  # keep undoing the rest: leave as little as possible
+            problems.append(f"{action}: {reason(err)}")
+    return problems
+
+
+def reason(err: BaseException) -> str:
+    if isinstance(err, NetlinkError):
+        return describe_netlink_error(err)
+    if isinstance(err, ShrikeError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}"
+
+
+# ---------------------------------------------------------------------- actions
+@singledispatch
+def apply(action: Action, env: Env, record: Record) -> None:
+    """Carry out ``action``, calling ``record`` with the inverse of each change right
+    after making it, so a failure halfway through an action is undone too."""
+    raise TypeError(f"no way to apply {action!r}")
+
+
+@apply.register
+def _claim(action: ClaimLease, env: Env, record: Record) -> None:
+    current = env.ipam.lease(action.ip)
+    if current is not None and current.kind == KIND_HOST and current.host == env.ipam.host:
+        return
+    env.ipam.claim_host(action.ip)
+    record(partial(env.ipam.release_host, action.ip))
+
+
+@apply.register
+def _release(action: ReleaseLease, env: Env, record: Record) -> None:
+    env.ipam.release_host(action.ip)
+    record(partial(env.ipam.claim_host, action.ip))
+
+
+@apply.register
+def _create_network(action: CreateNetwork, env: Env, record: Record) -> None:
+    docker_net.create(env.docker, action.spec)
+    record(partial(docker_net.remove, env.docker, action.spec.name, force=True))
+
+
+@apply.register
+def _remove_network(action: RemoveNetwork, env: Env, record: Record) -> None:
+    # Not undoable (disconnected containers could not be put back): plans put it last.
+    docker_net.remove(env.docker, action.name, force=bool(action.containers))
+
+
+@apply.register
+def _set_mac(action: SetMac, env: Env, record: Record) -> None:
+    old = env.net.link(action.link).mac
+    env.net.set_mac(action.link, action.mac)
+    record(partial(env.net.set_mac, action.link, old))
+
+
+@apply.register
+def _set_master(action: SetMaster, env: Env, record: Record) -> None:
+    old = env.net.link(action.port).master
+    env.net.set_master(action.port, action.master)
+    record(partial(env.net.set_master, action.port, old))
+
+
+@apply.register
+def _add_addresses(action: AddAddresses, env: Env, record: Record) -> None:
+    for address in action.addresses:
+        current = env.net.held(action.link, address)
+        if current == address:
+            continue
+        if current is not None:
+            # Docker's gateway address, with another broadcast: make it exactly the
+            # uplink's, so that the undo gives the uplink back what it had.
+            record(partial(env.net.add_address, action.link, current))
+            env.net.delete_address(action.link, current)
+        record(partial(env.net.delete_address, action.link, address))
+        env.net.add_address(action.link, address)
+
+
+@apply.register
+def _delete_addresses(action: DeleteAddresses, env: Env, record: Record) -> None:
+    # Read before deleting any: removing a primary address can take its
+    # secondaries along, and those must come back too.
+    held = [current for address in action.addresses if (current := env.net.held(action.link, address))]
+    for current in held:
+        record(partial(env.net.add_address, action.link, current))
+        env.net.delete_address(action.link, current)
+
+
+@apply.register
+def _move_route(action: MoveRoute, env: Env, record: Record) -> None:
+    env.net.replace_route(action.route, action.target)
+    record(partial(env.net.replace_route, action.route, action.source))
+
+
+@apply.register
+def _add_shim(action: AddShim, env: Env, record: Record) -> None:
+    # Recorded first: a failure after the link exists must still remove it.
+    record(partial(env.net.delete_link, action.shim.name, missing_ok=True))
+    env.net.add_shim(action.shim)
+
+
+@apply.register
+def _remove_shim(action: RemoveShim, env: Env, record: Record) -> None:
+    env.net.delete_link(action.shim.name)
+    record(partial(env.net.add_shim, action.shim))
+
+
+@apply.register
+def _write_files(action: WriteFiles, env: Env, record: Record) -> None:
+    for path, text in action.files:
+        old = Path(path).read_text() if os.path.isfile(path) else None
+        record(partial(set_file, path, old))
+        set_file(path, text)
+
+
+def set_file(path: str, text: str | None) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old or the new file), or
+    remove the file when ``text`` is None."""
+    if text is None:
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".shrike-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------- commands
+def _persist_setup(plan: Plan, options: Persist) -> tuple[Action, ...]:
+    changes = persist.setup_files(options.root, options.resolve(), plan)
+    return (WriteFiles(changes),) if changes else ()
+
+
+def create_network(
+    ipam: Ipam, request: Request, *, dry_run: bool = False, persist_to: Persist | None = None, progress: Progress
+) -> Outcome:
+    """``create-network``: plan, then (unless ``dry_run`` or already set up) run it."""
+    lan = lan_of(ipam.config(), request.host_ip)
+    client = docker_net.connect()
+    try:
+        with Netlink() as net:
+            network = docker_net.find(client, request.name)
+            plan = build_setup(request, lan, net.read(), network, ipam.lease(request.host_ip), ipam.host)
+            if persist_to is not None:
+                plan = plan.with_actions(*_persist_setup(plan, persist_to))
+            if not dry_run:
+                run(plan.actions, Env(ipam, client, net), progress)
+    finally:
+        client.close()
+    return Outcome(plan, "planned" if dry_run else "already" if plan.already else "created")
+
+
+def remove_network(
+    ipam: Ipam,
+    name: str,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    persist_to: Persist | None = None,
+    progress: Progress,
+) -> Outcome:
+    """``create-network --undo``: put the host back as it was before ``create-network``."""
+    client = docker_net.connect()
+    try:
+        with Netlink() as net:
+            network = docker_net.find(client, name)
+            host_ip = network.labels.get(docker_net.LABEL_PREFIX + "host-ip", "") if network else ""
+            lease = ipam.lease(host_ip) if host_ip else None
+            files: tuple[Action, ...] = ()
+            if persist_to is not None:
+                changes = persist.teardown_files(persist_to.root, persist_to.resolve())
+                files = (WriteFiles(changes),) if changes else ()
+            plan = build_teardown(name, network, net.read(), lease, ipam.host, force=force, before_removal=files)
+            if not dry_run:
+                run(plan.actions, Env(ipam, client, net), progress)
+    finally:
+        client.close()
+    return Outcome(plan, "planned" if dry_run else "removed")

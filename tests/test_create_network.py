@@ -1,0 +1,482 @@
+"""``shrike create-network`` for real, inside network namespaces only.
+
+This module runs its own dockerd in a host namespace of its own (``<prefix>dkr``,
+uplink ``up0`` with 198.51.100.39/24, default route via the LAN's router
+198.51.100.254), since every test here rewires that host and the session's
+``dockerd`` is shared. A second host, 198.51.100.40, sits on the same LAN. The CLI
+runs inside the host namespace (``nsenter --net``), against that dockerd and a
+``shrike server`` started per test; each test must leave the host exactly as it
+found it, which the ``shrike`` fixture checks at teardown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker.errors
+import pytest
+from docker.models.containers import Container
+
+from shrike_cli.hostnet.docker_net import LABEL_PREFIX
+from shrike_cli.ipam import Ipam
+from shrike_cli.stores import open_store
+from tests.fixtures.dockerd import DockerDaemon, Tracker, unique_plugin_name
+from tests.fixtures.netns import Host
+
+pytestmark = [pytest.mark.netns, pytest.mark.docker]
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_IP = "198.51.100.39"
+ROUTER = "198.51.100.254"
+CONTAINER_RANGE = ("198.51.100.100", "198.51.100.199")
+SERVER_READY_TIMEOUT = 15.0
+
+Snapshot = dict[str, list[str]]
+
+
+def snapshot(host: Host) -> Snapshot:
+    """Everything create-network may touch in ``host``: IPv4 addresses (with broadcast),
+    routes of every table, and each link's MAC, MTU and master."""
+    addresses = []
+    for line in host.run(["ip", "-4", "-o", "addr", "show"], check=True).stdout.splitlines():
+        words = line.split()
+        brd = words[words.index("brd") + 1] if "brd" in words else "-"
+        addresses.append(f"{words[1]} {words[3]} brd {brd}")
+    routes = host.run(["ip", "-4", "route", "show", "table", "all"], check=True).stdout.splitlines()
+    links = []
+    for line in host.run(["ip", "-o", "link", "show"], check=True).stdout.splitlines():
+        words = line.split()
+        name = words[1].rstrip(":").split("@")[0]
+        master = words[words.index("master") + 1] if "master" in words else "-"
+        mac = words[words.index("link/ether") + 1] if "link/ether" in words else "-"
+        links.append(f"{name} mtu {words[words.index('mtu') + 1]} master {master} mac {mac}")
+    return {"addresses": sorted(addresses), "routes": sorted(routes), "links": sorted(links)}
+
+
+def assert_reaches(host: Host, target: str) -> None:
+    result = host.ping(target)
+    assert result.returncode == 0, f"{host.name} cannot reach {target}: {result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    """A dockerd in a host namespace of this module's own, plus a second LAN host "b"."""
+    if os.geteuid() != 0:
+        pytest.skip("create-network tests need root")
+    the_daemon = DockerDaemon(tmp_path_factory.mktemp("hostnet-dockerd"))
+    try:
+        the_daemon.start()
+        assert the_daemon.lan is not None and the_daemon.host is not None
+        the_daemon.lan.add_host("b", "198.51.100.40/24")
+        before = snapshot(the_daemon.host)
+        yield the_daemon
+        assert snapshot(the_daemon.host) == before, "the module left the host namespace changed"
+    finally:
+        the_daemon.stop()
+
+
+class Shrike:
+    """The CLI as an operator runs it on the host, against one state dir and plugin."""
+
+    def __init__(self, daemon: DockerDaemon, state: Path, log: Path) -> None:
+        assert daemon.host is not None and daemon.lan is not None
+        self.daemon = daemon
+        self.host = daemon.host
+        self.other_host = daemon.lan.hosts["b"]
+        self.state = state
+        self.plugin = unique_plugin_name()
+        self.env = {k: v for k, v in daemon.env.items() if k not in ("CLUSTER_STORE", "SHRIKE_STATE_DIR", "DEBUG")}
+        self.env["PYTHONPATH"] = str(REPO)
+        self.tracker = Tracker(daemon.client)
+        self._log = log
+        self._server: subprocess.Popen[bytes] | None = None
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "shrike_cli", "--state-dir", str(self.state), *args]
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``shrike ARGS`` inside the host's namespace."""
+        return subprocess.run(
+            ["nsenter", f"--net={self.host.netns_path}", *self.argv(*args)],
+            env={**self.env, **(env or {})},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def create(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self("create-network", "--ip", HOST_IP, "--plugin-name", self.plugin, *args)
+
+    def leases(self) -> dict[str, dict[str, str]]:
+        result = self("leases", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return {lease["ip"]: lease for lease in json.loads(result.stdout)}
+
+    def network_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            return self.daemon.client.networks.get(name).attrs.get("Labels") or {}
+        except docker.errors.NotFound:
+            return None
+
+    def run_container(self, network: str) -> tuple[Container, str]:
+        """A container sleeping on ``network``, and its address there."""
+        container = self.daemon.client.containers.run(self.daemon.image, ["sleep", "60"], network=network, detach=True)
+        self.tracker.track_container(container)
+        container.reload()
+        return container, container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def start_server(self) -> None:
+        socket = Path(self.daemon.plugin_dir) / f"{self.plugin}.sock"
+        with open(self._log, "ab") as log:
+            self._server = subprocess.Popen(
+                self.argv("server", "--plugin-name", self.plugin), env=self.env, cwd=REPO, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + SERVER_READY_TIMEOUT
+        while not socket.exists():
+            if self._server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"shrike server did not start: {self._log.read_text()}")
+            time.sleep(0.05)
+
+    def stop_server(self) -> None:
+        if self._server is None:
+            return
+        self._server.terminate()
+        try:
+            self._server.wait(10)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            self._server.wait(10)
+        Path(self.daemon.plugin_dir, f"{self.plugin}.sock").unlink(missing_ok=True)
+
+    def cleanup(self) -> list[str]:
+        """Undo whatever create-network left (networks it labelled), then containers and
+        other networks, while the plugin still runs."""
+        errors = []
+        for network in self.daemon.client.networks.list():
+            if LABEL_PREFIX + "mode" in (network.attrs.get("Labels") or {}):
+                result = self("create-network", "--undo", "--force", "--name", network.name)
+                if result.returncode != 0:
+                    errors.append(f"undo of {network.name}: {result.stderr}")
+        errors += self.tracker.cleanup(time.monotonic() + 60)
+        return errors
+
+
+@pytest.fixture
+def shrike(daemon: DockerDaemon, tmp_path: Path) -> Iterator[Shrike]:
+    """A declared LAN (hosts .1-.99, containers .100-.199), its plugin running, and at
+    the end the host back as it was at the start (or the test fails)."""
+    cli = Shrike(daemon, tmp_path / "state", tmp_path / "server.log")
+    for declare in (
+        ["host-range", "--ip-start", "198.51.100.1/24", "--ip-end", "198.51.100.99/24", "--gateway", ROUTER],
+        ["ip-range", "--ip-start", f"{CONTAINER_RANGE[0]}/24", "--ip-end", f"{CONTAINER_RANGE[1]}/24"],
+    ):
+        result = cli(*declare)
+        assert result.returncode == 0, result.stderr
+    before = snapshot(cli.host)
+    cli.start_server()
+    try:
+        yield cli
+    finally:
+        errors = cli.cleanup()
+        cli.stop_server()
+    assert not errors, errors
+    assert snapshot(cli.host) == before, "the test left the host changed"
+
+
+@pytest.fixture
+def extras(daemon: DockerDaemon) -> Iterator[None]:
+    """More on the uplink to move and restore: a secondary address, a route through a
+    gateway with a metric, and a link-scope route."""
+    host = daemon.host
+    assert host is not None
+    added = [
+        ["addr", "add", "198.51.100.41/24", "brd", "+", "dev", "up0"],
+        ["route", "add", "203.0.113.0/25", "via", "198.51.100.253", "dev", "up0", "metric", "50"],
+        ["route", "add", "203.0.113.128/25", "dev", "up0"],
+    ]
+    for args in added:
+        host.run(["ip", *args], check=True)
+    yield
+    for args in reversed(added):
+        host.run(["ip", args[0], "del", *args[2:]], check=True)
+
+
+def in_container_range(ip: str) -> bool:
+    first, last = (ipaddress.IPv4Address(a) for a in CONTAINER_RANGE)
+    return first <= ipaddress.IPv4Address(ip) <= last
+
+
+# ---------------------------------------------------------------- bridge mode
+def test_bridge_mode_end_to_end(shrike: Shrike) -> None:
+    up0_mac = next(line for line in snapshot(shrike.host)["links"] if line.startswith("up0 ")).split()[-1]
+    result = shrike.create()
+    assert result.returncode == 0, result.stderr
+    assert f"created Docker network mynet: {HOST_IP} is on bridge br0 with up0 as its port" in result.stdout
+
+    state = snapshot(shrike.host)
+    assert f"br0 {HOST_IP}/24 brd -" in state["addresses"]
+    assert not any(line.startswith("up0 ") for line in state["addresses"])
+    assert f"up0 mtu 1500 master br0 mac {up0_mac}" in state["links"]
+    assert f"br0 mtu 1500 master - mac {up0_mac}" in state["links"]
+    assert f"default via {ROUTER} dev br0 proto static " in state["routes"]
+    assert_reaches(shrike.host, ROUTER)
+
+    container, ip = shrike.run_container("mynet")
+    assert in_container_range(ip), ip
+    code, out = container.exec_run(["ip", "route"])
+    assert f"default via {ROUTER}" in out.decode()
+    code, out = container.exec_run(["ping", "-c", "2", "-W", "1", ROUTER])
+    assert code == 0, out.decode()
+    assert_reaches(shrike.host, ip)
+    assert_reaches(shrike.other_host, ip)
+
+    leases = shrike.leases()
+    assert (leases[HOST_IP]["kind"], leases[HOST_IP]["state"]) == ("host", "held")
+    assert leases[ip]["kind"] == "container"
+
+    attached = snapshot(shrike.host)
+    refused = shrike("create-network", "--undo")
+    assert refused.returncode == 1 and "containers are attached to mynet" in refused.stderr
+    assert snapshot(shrike.host) == attached
+    forced = shrike("create-network", "--undo", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert HOST_IP not in shrike.leases()
+    assert_reaches(shrike.host, ROUTER)
+
+
+def test_rerun_changes_nothing_and_undo_restores_the_host_exactly(extras: None, shrike: Shrike) -> None:
+    before = snapshot(shrike.host)
+    assert shrike.create().returncode == 0
+    network_id = shrike.daemon.client.networks.get("mynet").id
+    set_up = snapshot(shrike.host)
+    assert "br0 198.51.100.41/24 brd 198.51.100.255" in set_up["addresses"]
+    assert "203.0.113.0/25 via 198.51.100.253 dev br0 metric 50 " in set_up["routes"]
+
+    again = shrike.create()
+    assert again.returncode == 0, again.stderr
+    assert "is already set up (bridge br0 with up0 as its port), nothing changed" in again.stdout
+    assert again.stderr == ""  # no step ran
+    assert snapshot(shrike.host) == set_up
+    assert shrike.daemon.client.networks.get("mynet").id == network_id
+
+    undone = shrike("create-network", "--undo", "-o", "json")
+    assert undone.returncode == 0, undone.stderr
+    assert json.loads(undone.stdout)["status"] == "removed"
+    assert snapshot(shrike.host) == before
+    assert shrike.network_labels("mynet") is None
+    assert HOST_IP not in shrike.leases()
+    assert_reaches(shrike.host, ROUTER)
+
+
+def test_dry_run_changes_nothing(shrike: Shrike, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    before = snapshot(shrike.host)
+    result = shrike.create("--dry-run", "--persist", "--network-manager", "ifcfg", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "nothing was changed" in result.stdout
+    assert "make up0 a port of br0" in result.stdout
+    assert f"move route default via {ROUTER} from up0 to br0" in result.stdout
+    assert f"--- {root}/etc/sysconfig/network-scripts/ifcfg-br0" in result.stdout
+    assert f"IPADDR={HOST_IP}" in result.stdout
+    assert snapshot(shrike.host) == before
+    assert shrike.network_labels("mynet") is None
+    assert shrike.leases() == {}
+    assert list(root.iterdir()) == []
+
+
+# ------------------------------------------------------ failures: nothing changes
+def _claim_for_another_host(shrike: Shrike) -> None:
+    store = open_store(None, shrike.state)
+    try:
+        Ipam(store, host="other-host").claim_host(HOST_IP)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "arrange, args, env, message",
+    [
+        pytest.param(
+            lambda s: s.tracker.track_network(
+                s.daemon.client.networks.create(
+                    "mynet", driver="bridge", options={"com.docker.network.bridge.name": "blk0"},
+                    ipam={"Config": [{"Subnet": "203.0.113.0/28"}]},
+                )
+            ),
+            [], {}, "a Docker network named mynet already exists (driver bridge) and was not made by create-network",
+            id="network-name-taken",
+        ),
+        pytest.param(
+            lambda s: s.host.run(["ip", "link", "add", "br0", "type", "veth", "peer", "name", "br0peer"], check=True),
+            [], {}, "--bridge br0 is taken: the host already has a veth link of that name",
+            id="bridge-name-is-a-veth",
+        ),
+        pytest.param(
+            _claim_for_another_host, [], {}, f"{HOST_IP} is already recorded as host other-host",
+            id="address-of-another-host",
+        ),
+        pytest.param(
+            lambda s: None, [], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+            "cannot reach Docker at unix:///nonexistent/docker.sock", id="docker-unreachable",
+        ),
+        pytest.param(
+            lambda s: None, ["--uplink", "up9"], {}, f"{HOST_IP} is on up0, not on --uplink up9", id="wrong-uplink"
+        ),
+    ],
+)  # fmt: skip
+def test_a_failed_check_changes_nothing(
+    shrike: Shrike, arrange: object, args: list[str], env: dict[str, str], message: str
+) -> None:
+    arrange(shrike)  # type: ignore[operator]
+    try:
+        before, leases = snapshot(shrike.host), shrike.leases()
+        result = shrike("create-network", "--ip", HOST_IP, "--plugin-name", shrike.plugin, *args, env=env)
+        assert result.returncode == 1
+        assert message in result.stderr
+        assert "- " not in result.stderr  # failed before the first step
+        assert snapshot(shrike.host) == before
+        assert shrike.leases() == leases
+        assert_reaches(shrike.host, ROUTER)
+    finally:
+        shrike.host.run(["ip", "link", "del", "br0"])  # only the veth case made one
+
+
+def _assert_rolled_back(shrike: Shrike, result: subprocess.CompletedProcess[str], before: Snapshot, step: str) -> None:
+    assert result.returncode == 1
+    assert f"could not {step}" in result.stderr, result.stderr
+    assert "every change made before it was undone: the host is as it was" in result.stderr
+    assert snapshot(shrike.host) == before
+    assert shrike.network_labels("mynet") is None
+    assert HOST_IP not in shrike.leases()
+    assert_reaches(shrike.host, ROUTER)
+
+
+def test_a_failure_in_the_docker_step_is_undone(shrike: Shrike) -> None:
+    # Docker's bridge driver refuses a second bridge network whose subnet overlaps.
+    blocker = shrike.daemon.client.networks.create(
+        "blocker", driver="bridge", options={"com.docker.network.bridge.name": "blk1"},
+        ipam={"Config": [{"Subnet": "198.51.100.224/29"}]},
+    )  # fmt: skip
+    shrike.tracker.track_network(blocker)
+    before = snapshot(shrike.host)
+    result = shrike.create()
+    _assert_rolled_back(shrike, result, before, "create Docker network mynet")
+    assert "networks have overlapping IPv4" in result.stderr
+    assert f"- undo: record {HOST_IP} as this host's address" in result.stderr
+
+
+def test_a_failure_in_a_netlink_step_is_undone(shrike: Shrike) -> None:
+    # A macvlan on the uplink holds its receive hook: the kernel refuses to make it a
+    # bridge port (EBUSY) after the network exists and the bridge has its MAC.
+    shrike.host.run(["ip", "link", "add", "mvblk", "link", "up0", "type", "macvlan", "mode", "bridge"], check=True)
+    try:
+        before = snapshot(shrike.host)
+        result = shrike.create()
+        _assert_rolled_back(shrike, result, before, "make up0 a port of br0: Device or resource busy")
+        assert "- undo: set br0's MAC" in result.stderr
+        assert "- undo: create Docker network mynet" in result.stderr
+    finally:
+        shrike.host.run(["ip", "link", "del", "mvblk"], check=True)
+
+
+def test_a_failure_in_the_last_step_moves_everything_back(extras: None, shrike: Shrike, tmp_path: Path) -> None:
+    # --persist writes last, after every netlink move: a root whose network-scripts
+    # folder is a file makes that write fail.
+    root = tmp_path / "root"
+    (root / "etc" / "sysconfig").mkdir(parents=True)
+    (root / "etc" / "sysconfig" / "network-scripts").write_text("not a folder\n")
+    before = snapshot(shrike.host)
+    result = shrike.create("--persist", "--network-manager", "ifcfg", "--root", str(root))
+    _assert_rolled_back(shrike, result, before, f"write {root}/etc/sysconfig/network-scripts/ifcfg-br0")
+    undone = [line for line in result.stderr.splitlines() if line.startswith("- undo: ")]
+    assert undone[0].startswith("- undo: write ")  # the failed step's own partial work
+    assert undone[1:] == [
+        "- undo: remove 198.51.100.41/24, 198.51.100.39/24 from up0",
+        "- undo: move route 203.0.113.128/25 from up0 to br0",
+        "- undo: move route 203.0.113.0/25 via 198.51.100.253 metric 50 from up0 to br0",
+        f"- undo: move route default via {ROUTER} from up0 to br0",
+        "- undo: make up0 a port of br0",
+        "- undo: put 198.51.100.39/24, 198.51.100.41/24 on br0",
+        next(line for line in undone if line.startswith("- undo: set br0's MAC")),
+        next(line for line in undone if line.startswith("- undo: create Docker network")),
+        f"- undo: record {HOST_IP} as this host's address (host lease)",
+    ]
+
+
+# ---------------------------------------------------------------- macvlan mode
+def test_macvlan_mode_end_to_end(shrike: Shrike) -> None:
+    before = snapshot(shrike.host)
+    result = shrike.create("--mode", "macvlan", "--name", "mvnet", "--macvlan-shim")
+    assert result.returncode == 0, result.stderr
+    assert "created Docker network mvnet: 198.51.100.39 is on macvlan on up0" in result.stdout
+    state = snapshot(shrike.host)
+    # The host's own address and routes are untouched; only the shim was added.
+    assert [a for a in state["addresses"] if not a.startswith("shim-mvnet ")] == before["addresses"]
+    assert f"default via {ROUTER} dev up0 proto static " in state["routes"]
+    assert "198.51.100.128/26 dev shim-mvnet proto static scope link " in state["routes"]
+
+    container, ip = shrike.run_container("mvnet")
+    assert in_container_range(ip), ip
+    code, out = container.exec_run(["ping", "-c", "2", "-W", "1", ROUTER])
+    assert code == 0, out.decode()
+    assert_reaches(shrike.host, ip)  # through the shim
+    assert_reaches(shrike.other_host, ip)
+
+    again = shrike.create("--mode", "macvlan", "--name", "mvnet", "--macvlan-shim")
+    assert again.returncode == 0 and "already set up" in again.stdout, again.stderr
+    container.remove(force=True)
+    undone = shrike("create-network", "--undo", "--name", "mvnet")
+    assert undone.returncode == 0, undone.stderr
+    assert snapshot(shrike.host) == before
+    assert HOST_IP not in shrike.leases()
+
+
+# ------------------------------------------------------------------- persist
+@pytest.mark.parametrize("manager", ["ifcfg", "networkd"])
+def test_persist_writes_the_files_and_undo_restores_the_old_ones(shrike: Shrike, tmp_path: Path, manager: str) -> None:
+    root = tmp_path / "root"
+    if manager == "ifcfg":
+        folder = root / "etc/sysconfig/network-scripts"
+        folder.mkdir(parents=True)  # what detection looks for
+        old = {"ifcfg-up0": f"DEVICE=up0\nIPADDR={HOST_IP}\nPREFIX=24\nGATEWAY={ROUTER}\n"}
+    else:
+        folder = root / "etc/systemd/network"
+        folder.mkdir(parents=True)
+        unit = root / "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+        unit.parent.mkdir(parents=True)
+        unit.symlink_to("/lib/systemd/system/systemd-networkd.service")
+        old = {"20-up0.network": f"[Match]\nName=up0\n\n[Network]\nAddress={HOST_IP}/24\nGateway={ROUTER}\n"}
+    for name, text in old.items():
+        (folder / name).write_text(text)
+
+    result = shrike.create("--persist", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    written = {p.name: p.read_text() for p in folder.iterdir()}
+    mac = next(line for line in snapshot(shrike.host)["links"] if line.startswith("br0 ")).split()[-1]
+    if manager == "ifcfg":
+        assert f"IPADDR={HOST_IP}\nPREFIX=24\nGATEWAY={ROUTER}\n" in written["ifcfg-br0"]
+        assert f"MACADDR={mac}\n" in written["ifcfg-br0"]
+        assert "BRIDGE=br0\n" in written["ifcfg-up0"]
+        assert written["ifcfg-up0.shrike.orig"] == old["ifcfg-up0"]
+    else:
+        assert f"Address={HOST_IP}/24\n\n[Route]\nGateway={ROUTER}\n" in written["10-shrike-br0.network"]
+        assert f"MACAddress={mac}\n" in written["10-shrike-br0.netdev"]
+        assert "Bridge=br0\n" in written["10-shrike-up0.network"]
+        assert "20-up0.network" not in written
+        assert written["20-up0.network.shrike.orig"] == old["20-up0.network"]
+
+    undone = shrike("create-network", "--undo", "--persist", "--root", str(root))
+    assert undone.returncode == 0, undone.stderr
+    assert {p.name: p.read_text() for p in folder.iterdir()} == old
+    assert re.search(r"remove Docker network mynet$", undone.stderr.strip())
