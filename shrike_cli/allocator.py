@@ -21,6 +21,7 @@ hosts never hand out the same address and never fail because of each other.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -48,6 +49,9 @@ MACS = "macs/"
 NAMES = "names/"
 #: How many free-list entries one read fetches.
 FREE_BATCH = 64
+#: Most never-used addresses one transaction hands out (each adds a compare, two ops
+#: and a read; etcd takes 128 of each).
+FRESH_BATCH = 32
 
 
 def lease_key(ip: str) -> str:
@@ -123,6 +127,7 @@ class Allocator:
         # off the shared free queues.
         self._free_lock = threading.Lock()
         self._cursor_locks: dict[str, threading.Lock] = {}
+        self._queued: dict[str, deque[_Waiting]] = {}
 
     # ----------------------------------------------------------------- dynamic
     def allocate(
@@ -136,12 +141,21 @@ class Allocator:
         free, else a never-used one, else the longest-idle one. ``template`` carries
         everything but the address; raises :class:`Conflict` when all are taken."""
         retry = Retry(self.max_wait)
-        if template.mac:
-            lease = self._take_sticky(windows, template, guards, retry)
-            if lease:
-                return lease
+        # The MAC's history is looked up only when the fresh-address transaction finds
+        # its index entry: dockerd sends a new random MAC on every start, so this spares
+        # nearly every request a round trip.
+        check_mac = bool(template.mac)
         for window in windows:
-            lease = self._take_fresh(window, template, guards, retry)
+            lease = self._take_fresh(window, template, guards, retry, check_mac=check_mac)
+            if lease is HAS_HISTORY:
+                check_mac = False
+                lease = self._take_sticky(windows, template, guards, retry)
+                lease = lease or self._take_fresh(window, template, guards, retry, check_mac=False)
+            if lease:
+                assert isinstance(lease, Lease)
+                return lease
+        if check_mac:
+            lease = self._take_sticky(windows, template, guards, retry)
             if lease:
                 return lease
         while True:
@@ -155,52 +169,100 @@ class Allocator:
             lease = self._take_released(free, template, guards)
             if lease:
                 return lease
-            queue.clear()  # others took from it: read the current list
+            with self._free_lock:
+                queue.clear()  # others took from it: read the current list
             retry.conflict()
 
-    def _take_fresh(self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry) -> Lease | None:
-        # Threads of one process (the plugin server's) queue for a cursor rather than race
-        # for it: all but one would lose each compare-and-swap, and back off.
-        lock = self._cursor_locks.setdefault(window.cursor_key, threading.Lock())
-        if not lock.acquire(timeout=max(retry.deadline - time.monotonic(), 0.0)):
-            raise ContentionTimeout(f"gave up waiting for the cursor of {window.range} after {self.max_wait:g} s")
-        try:
-            return self._take_fresh_locked(window, template, guards, retry)
-        finally:
-            lock.release()
+    def _take_fresh(
+        self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry, *, check_mac: bool
+    ) -> Fresh:
+        """A never-used address of ``window``; None when none is left, HAS_HISTORY when
+        ``check_mac`` finds that the template's MAC held an address before.
+
+        The threads of one process (the plugin server's) do not race for a cursor, where
+        all but one would lose each compare-and-swap. They queue, and the thread holding
+        the cursor serves everyone queued in one transaction: concurrent requests share
+        a commit instead of waiting for one each. A request with ``guards`` (a
+        reservation) has compares of its own and is served alone.
+        """
+        key = window.cursor_key
+        lock = self._cursor_locks.setdefault(key, threading.Lock())
+        waiting = _Waiting(template, check_mac)
+        if guards:
+            with lock:
+                return self._take_fresh_locked(window, [waiting], guards, retry)[0]
+        queue = self._queued.setdefault(key, deque())
+        queue.append(waiting)
+        with lock:
+            while not waiting.done:
+                batch = [queue.popleft() for _ in range(min(len(queue), FRESH_BATCH))]
+                try:
+                    outcomes = self._take_fresh_locked(window, batch, (), retry)
+                except BaseException as err:  # every request taken off the queue gets an answer
+                    for w in batch:
+                        w.error, w.done = copy.copy(err), True
+                else:
+                    for w, outcome in zip(batch, outcomes, strict=True):
+                        w.outcome, w.done = outcome, True
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.outcome
 
     def _take_fresh_locked(
-        self, window: Window, template: Lease, guards: Sequence[Compare], retry: Retry
-    ) -> Lease | None:
+        self, window: Window, requests: Sequence[_Waiting], guards: Sequence[Compare], retry: Retry
+    ) -> list[Fresh]:
+        """Consecutive never-used addresses for ``requests``, in one transaction when
+        nothing is in the way; None for those beyond the window's end."""
         key = window.cursor_key
         if key not in self._cursors:
             self._cursors[key] = self.store.get(key)
-        while True:
+        outcomes: list[Fresh] = [None] * len(requests)
+        todo = list(range(len(requests)))  # indexes still to serve, in arrival order
+        limit = FRESH_BATCH
+        while todo:
             cursor = self._cursors[key]
             offset = cursor.value["next"] if cursor else 0
-            ip = window.start + offset
-            if ip > window.end:
-                return None
+            first = window.start + offset
+            chosen = _distinct_macs(todo[: min(limit, window.end - first + 1)], requests)
+            if not chosen:
+                break
+            batch = [self._held(requests[i].template, int_to_ip(first + n), window) for n, i in enumerate(chosen)]
+            lease_keys = [lease_key(lease.ip) for lease in batch]
+            mac_keys = [mac_key(lease.mac) for i, lease in zip(chosen, batch, strict=True) if requests[i].check_mac]
             revision = cursor.revision if cursor else 0
-            advance = Put(key, {"next": offset + 1})
-            lease = self._held(template, int_to_ip(ip), window)
-            lkey = lease_key(lease.ip)
+            advance = Put(key, {"next": offset + len(batch)})
             result = self.store.txn(
-                [(key, revision), (lkey, 0), *guards],
-                [advance, *self._lease_ops(lease)],
-                reads=[key, lkey, *(k for k, _ in guards)],
+                [(key, revision), *((k, 0) for k in lease_keys + mac_keys), *guards],
+                [advance, *(op for lease in batch for op in self._lease_ops(lease))],
+                reads=[key, *lease_keys, *mac_keys, *(k for k, _ in guards)],
             )
             if result.succeeded:
                 self._cursors[key] = Entry(key, advance.value, result.revision)
-                return lease
+                for i, lease in zip(chosen, batch, strict=True):
+                    outcomes[i] = lease
+                todo = todo[len(chosen) :]
+                limit = FRESH_BATCH
+                continue
             _check_guards(guards, result.entries)
             current = result.entries[key]
-            if (current.revision if current else 0) == revision:
-                # Nobody moved the cursor: the address was claimed explicitly ahead of it.
-                self._cursors[key] = self._advance(key, revision, advance)
-            else:
+            if (current.revision if current else 0) != revision:
                 self._cursors[key] = current
                 retry.conflict()
+                continue
+            # Nobody moved the cursor: a MAC has history, or an address ahead of the
+            # cursor was claimed explicitly.
+            known = {i for i in chosen if requests[i].check_mac and result.entries[mac_key(requests[i].template.mac)]}
+            if known:
+                for i in known:
+                    outcomes[i] = HAS_HISTORY
+                todo = [i for i in todo if i not in known]
+                continue
+            taken = next((n for n, k in enumerate(lease_keys) if result.entries[k] is not None), 0)
+            if taken:
+                limit = taken  # hand out the addresses before it
+            else:
+                self._cursors[key] = self._advance(key, revision, Put(key, {"next": offset + 1}))
+        return outcomes
 
     def _advance(self, key: str, revision: int, advance: Put) -> Entry | None:
         """Step the cursor over an unusable address; returns the cursor as it now is."""
@@ -302,19 +364,23 @@ class Allocator:
             retry.conflict()
 
     # ----------------------------------------------------------------- release
-    def release(self, ip: str, *, end_reservation: bool = False) -> Lease | None:
+    def release(self, ip: str, *, end_reservation: bool = False, expected_revision: int | None = None) -> Lease | None:
         """Give a container address back and return its lease as it now stands.
 
         A named reservation outlives its container: the address becomes ``reserved``
         so the container gets it back on its next start. With ``end_reservation`` the
         name lets go of it: a reserved address is freed, a held one stays with its
         running container as a plain lease. Anything else, or nothing, is left alone.
+
+        With ``expected_revision``, only the lease as written at that store revision is
+        released: if it was written since (released, taken again), nothing changes and
+        the answer is None.
         """
         retry = Retry(self.max_wait)
         key = lease_key(ip)
         while True:
             entry = self.store.get(key)
-            if entry is None:
+            if entry is None or (expected_revision is not None and entry.revision != expected_revision):
                 return None
             old = Lease.from_json(entry.value)
             if old.kind != KIND_CONTAINER or old.state == STATE_RELEASED:
@@ -362,6 +428,38 @@ class Allocator:
         if lease.name:
             ops.append(Put(name_key(lease.name), {"ip": lease.ip}))
         return ops
+
+
+def _distinct_macs(todo: Sequence[int], requests: Sequence[_Waiting]) -> list[int]:
+    """The leading indexes of ``todo`` whose MACs differ: one transaction cannot write
+    (or compare) a MAC's index entry twice."""
+    seen: set[str] = set()
+    for n, i in enumerate(todo):
+        mac = requests[i].template.mac
+        if mac in seen:
+            return list(todo[:n])
+        if mac:
+            seen.add(mac)
+    return list(todo)
+
+
+class _HasHistory:
+    """Marker: the request's MAC held an address before; look at that one first."""
+
+
+HAS_HISTORY = _HasHistory()
+Fresh = Lease | _HasHistory | None
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A request for a never-used address, queued for its window's cursor."""
+
+    template: Lease
+    check_mac: bool
+    outcome: Fresh = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 class PreconditionFailed(Exception):

@@ -119,6 +119,16 @@ def test_mac_gets_its_address_back(ipam: Ipam) -> None:
     assert ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == a
 
 
+def test_mac_whose_address_went_gets_a_fresh_one(ipam: Ipam) -> None:
+    a = ipam.request_address(LAN, mac="02:00:00:00:00:01").ip
+    ipam.release_address(a)
+    assert ipam.request_address(LAN, a).ip == a  # someone else took it explicitly
+    again = ipam.request_address(LAN, mac="02:00:00:00:00:01")
+    assert again.ip not in (a,) and again.mac == "02:00:00:00:00:01"
+    ipam.release_address(again.ip)
+    assert ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == again.ip
+
+
 def test_mac_index_stays_small(ipam: Ipam, store) -> None:
     for n in range(30):
         lease = ipam.request_address(LAN, mac=f"02:00:00:00:01:{n:02x}")

@@ -1,0 +1,210 @@
+"""Docker's remote IPAM protocol over :class:`~shrike_cli.ipam.Ipam`, without HTTP.
+
+:meth:`Driver.handle` takes a request path and body and returns an HTTP status and a JSON
+object; the server only moves bytes. What dockerd (libnetwork) expects, as observed and
+read from its source (see FIELD-NOTES.md):
+
+* success is exactly 200 with a JSON object; a failure must be non-200 with ``{"Err": ...}``
+  (dockerd reads a 200 carrying only ``Err`` as success);
+* the handshake calls have empty bodies, read as ``{}``;
+* a reply's ``Address`` carries the pool's prefix length: it becomes the container's
+  netmask, and the bridge's own address for the gateway.
+
+Status codes: 400 for a request that is not what the protocol says (not JSON, wrong types,
+missing fields), 404 for an unknown path, 500 for everything refused or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidInput, ShrikeError
+from ..ipam import Ipam
+from ..model import KIND_HOST, KIND_RESERVED, Lease, Subnet, ip_to_int
+from ..pools import Pool, Pools
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted; dockerd's are a few hundred bytes.
+MAX_BODY = 64 * 1024
+
+IMPLEMENTS = {"Implements": ["IpamDriver"]}
+# dockerd sends the MAC of every endpoint, so a container that comes back with its MAC
+# gets its address back. No replay: leases are persisted, dockerd need not re-announce them.
+CAPABILITIES = {"RequiresMACAddress": True, "RequiresRequestReplay": False}
+ADDRESS_SPACES = {"LocalDefaultAddressSpace": "shrike-local", "GlobalDefaultAddressSpace": "shrike-global"}
+
+#: Options keys of RequestAddress (libnetwork's netlabel and ipamapi constants).
+REQUEST_ADDRESS_TYPE = "RequestAddressType"
+GATEWAY_TYPE = "com.docker.network.gateway"
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
+#: Sent by engines from 28.x on with every endpoint's request: the container's name.
+ENDPOINT_NAME_OPTION = "com.docker.network.endpoint.name"
+
+Reply = tuple[int, dict[str, Any]]
+Request = dict[str, Any]
+
+
+class BadRequest(ShrikeError):
+    """The request does not follow the protocol (answered with 400)."""
+
+
+def decode(body: bytes) -> Request:
+    """The request object; an empty body is ``{}`` (dockerd's handshake calls)."""
+    if not body.strip():
+        return {}
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
+        raise BadRequest(f"the body is not JSON: {str(err)[:100]}") from None
+    if not isinstance(request, dict):
+        raise BadRequest(f"the body must be a JSON object, not {type(request).__name__}")
+    return request
+
+
+def _string(request: Request, name: str, *, required: bool = False) -> str:
+    """A string field; absent or null is ``""`` unless ``required``."""
+    value = request.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"missing field {name}")
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _options(request: Request) -> dict[str, str]:
+    """The ``Options`` map; dockerd sends ``null`` as readily as ``{}``."""
+    value = request.get("Options")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise BadRequest("field Options must be an object of strings")
+    return value
+
+
+def _pool(request: Request) -> Pool:
+    try:
+        return Pool.from_id(_string(request, "PoolID", required=True))
+    except InvalidInput as err:
+        raise BadRequest(str(err)) from None
+
+
+class Driver:
+    """The IPAM driver: one :class:`Ipam` (this host's) and the pool reference counts."""
+
+    def __init__(self, ipam: Ipam) -> None:
+        self.ipam = ipam
+        self.pools = Pools(ipam.store, ipam.host, max_wait=ipam.allocator.max_wait)
+        self._endpoints: dict[str, Callable[[Request], dict[str, Any]]] = {
+            "/Plugin.Activate": lambda _: IMPLEMENTS,
+            "/IpamDriver.GetCapabilities": lambda _: CAPABILITIES,
+            "/IpamDriver.GetDefaultAddressSpaces": lambda _: ADDRESS_SPACES,
+            "/IpamDriver.RequestPool": self.request_pool,
+            "/IpamDriver.ReleasePool": self.release_pool,
+            "/IpamDriver.RequestAddress": self.request_address,
+            "/IpamDriver.ReleaseAddress": self.release_address,
+            # Swarm node discovery notifications: nothing to do with them.
+            "/IpamDriver.DiscoverNew": lambda _: {},
+            "/IpamDriver.DiscoverDelete": lambda _: {},
+        }
+
+    def handle(self, path: str, body: bytes) -> Reply:
+        """Answer one call; never raises."""
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            return 404, {"Err": f"unknown endpoint {path[:100]}: shrike serves /Plugin.Activate and /IpamDriver.*"}
+        try:
+            return 200, endpoint(decode(body))
+        except BadRequest as err:
+            return 400, {"Err": f"malformed request: {err}"}
+        except ShrikeError as err:
+            return 500, {"Err": str(err)}
+        except Exception as err:  # a bug: answer it, keep serving, leave a traceback
+            log.exception("%s failed", path)
+            return 500, {"Err": f"internal error in shrike ({type(err).__name__}: {err})"}
+
+    # ------------------------------------------------------------------ pools
+    def request_pool(self, request: Request) -> dict[str, Any]:
+        v6 = request.get("V6", False)
+        if not isinstance(v6, bool):
+            raise BadRequest(f"field V6 must be a boolean, not {type(v6).__name__}")
+        subnet, sub_pool = _string(request, "Pool"), _string(request, "SubPool")
+        _string(request, "AddressSpace")  # checked, not used: a subnet is one pool in every space
+        if options := _options(request):
+            log.warning("ignoring --ipam-opt %s: shrike takes no IPAM options", ", ".join(sorted(options)))
+        if v6 or ":" in subnet:
+            raise InvalidInput("shrike hands out IPv4 addresses only: create the network without IPv6")
+        if not subnet:
+            declared = ", ".join(sorted(self.ipam.config(fresh=False).gateways)) or "none declared yet"
+            raise InvalidInput(f"give docker network create a --subnet: shrike serves the declared LANs ({declared})")
+        pool = Pool.of(subnet, sub_pool or None)
+        # Refuses a subnet with no container range, or a sub-pool outside it, now rather
+        # than at the first docker run.
+        self.ipam.windows(str(pool.subnet), _text(pool.sub_pool))
+        self.pools.acquire(pool)
+        return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
+
+    def release_pool(self, request: Request) -> dict[str, Any]:
+        self.pools.release(_pool(request))
+        return {}
+
+    # -------------------------------------------------------------- addresses
+    def request_address(self, request: Request) -> dict[str, Any]:
+        pool = _pool(request)
+        address = _string(request, "Address")
+        options = _options(request)
+        subnet = str(pool.subnet)
+        lease: Lease
+        if options.get(REQUEST_ADDRESS_TYPE) == GATEWAY_TYPE:
+            lease = self.ipam.request_gateway(subnet, address or self._own_address(pool.subnet))
+        elif address and MAC_OPTION not in options and ENDPOINT_NAME_OPTION not in options:
+            # An aux address (--aux-address, e.g. DefaultGatewayIPv4): dockerd sends them
+            # with Options null, while every endpoint's request carries its MAC.
+            lease = self.ipam.request_gateway(subnet, address, kind=KIND_RESERVED)
+        else:
+            name = options.get(ENDPOINT_NAME_OPTION)
+            lease = self.ipam.request_address(
+                subnet,
+                address or None,
+                sub_pool=_text(pool.sub_pool),
+                mac=options.get(MAC_OPTION) or None,
+                owner={"name": name} if name else None,
+            )
+        # The pool's prefix length, whatever subnet a shared gateway record was made in.
+        return {"Address": f"{lease.ip}/{pool.subnet.prefixlen}", "Data": {}}
+
+    def release_address(self, request: Request) -> dict[str, Any]:
+        _pool(request)
+        address = _string(request, "Address", required=True)
+        try:
+            ip_to_int(address)
+        except InvalidInput as err:
+            raise BadRequest(f"field Address: {err}") from None
+        self.ipam.release_address(address)
+        return {}
+
+    def _own_address(self, subnet: Subnet) -> str:
+        """The gateway of a network created without ``--gateway``: this host's own address
+        in the subnet (recorded by ``create-network``), which a bridge network puts on its
+        bridge. Anything else would need guessing, so it is an error."""
+        mine = [
+            lease.ip
+            for lease in self.ipam.leases()
+            if lease.kind == KIND_HOST and lease.host == self.ipam.host and subnet.contains(ip_to_int(lease.ip))
+        ]
+        if len(mine) == 1:
+            return mine[0]
+        found = f"holds {', '.join(mine)}" if mine else "holds no address"
+        raise InvalidInput(
+            f"give docker network create a --gateway: this host ({self.ipam.host}) {found} in {subnet}"
+            " (a bridge network's gateway is this host's LAN address, a macvlan network's the LAN router)"
+        )
+
+
+def _text(subnet: Subnet | None) -> str | None:
+    return str(subnet) if subnet else None

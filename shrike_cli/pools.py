@@ -1,0 +1,117 @@
+"""Docker address pools: their stable ids and which hosts use them.
+
+A pool is what ``docker network create --subnet S [--ip-range R]`` asks for: a subnet,
+optionally narrowed by a sub-pool. Its id is derived from the two
+(``shrike/198.51.100.0/24``, ``shrike/198.51.100.0/24/198.51.100.128/25``), so every host
+and every restart names the same pool the same way, and a RequestAddress carrying only
+the id says where to allocate without any lookup: dockerd stores pool ids with its
+networks and keeps using them across its own and the plugin's restarts.
+
+``pools/<subnet>[/<sub-pool>]`` = ``{"subnet": ..., "sub_pool": ..., "refs": {host: n}}``
+counts, per host, the networks using the pool (RequestPool adds one, ReleasePool drops
+one; the record goes when nobody uses it). It is bookkeeping for people and for the CLI;
+allocation never depends on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .allocator import Retry
+from .errors import InvalidInput
+from .model import Subnet
+from .stores.base import Delete, Put, Store
+
+POOLS = "pools/"
+ID_PREFIX = "shrike/"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A subnet, the sub-pool dynamic addresses come from (None: the whole subnet), and
+    how many networks of each host use it."""
+
+    subnet: Subnet
+    sub_pool: Subnet | None = None
+    refs: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, subnet: str, sub_pool: str | None = None) -> Pool:
+        """Parse a subnet and optional sub-pool; a sub-pool equal to the subnet is none.
+        Whether the sub-pool lies inside the subnet is :meth:`Ipam.windows`'s to check."""
+        pool = Subnet.parse(subnet, "subnet")
+        narrow = Subnet.parse(sub_pool, "sub-pool") if sub_pool else None
+        return cls(pool, None if narrow == pool else narrow)
+
+    @classmethod
+    def from_id(cls, pool_id: str) -> Pool:
+        """The pool an id names. A bare subnet is accepted too, as older plugins used it."""
+        cidrs = pool_id.removeprefix(ID_PREFIX).split("/")
+        if len(cidrs) not in (2, 4):
+            raise InvalidInput(f"'{pool_id}' is not a shrike pool id (expected {ID_PREFIX}SUBNET[/SUB-POOL])")
+        try:
+            return cls.of("/".join(cidrs[:2]), "/".join(cidrs[2:]) or None)
+        except InvalidInput as err:
+            raise InvalidInput(f"'{pool_id}' is not a shrike pool id: {err}") from None
+
+    @property
+    def name(self) -> str:
+        """``subnet[/sub-pool]``: the id without its prefix, and the record's key suffix."""
+        return f"{self.subnet}/{self.sub_pool}" if self.sub_pool else str(self.subnet)
+
+    @property
+    def id(self) -> str:
+        return ID_PREFIX + self.name
+
+    @property
+    def key(self) -> str:
+        return POOLS + self.name
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "subnet": str(self.subnet), "refs": dict(sorted(self.refs.items()))}
+        if self.sub_pool:
+            data["sub_pool"] = str(self.sub_pool)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Pool:
+        return replace(cls.of(data["subnet"], data.get("sub_pool")), refs=dict(data.get("refs", {})))
+
+
+class Pools:
+    """Reference counts of pools, kept for one host (``host``) with compare-and-swap."""
+
+    def __init__(self, store: Store, host: str, *, max_wait: float = 30.0) -> None:
+        self.store = store
+        self.host = host
+        self.max_wait = max_wait
+
+    def acquire(self, pool: Pool) -> Pool:
+        """Count one more network of this host using ``pool``; returns the record."""
+        return self._update(pool, +1)
+
+    def release(self, pool: Pool) -> Pool:
+        """Count one network less; releasing a pool this host does not use changes nothing."""
+        return self._update(pool, -1)
+
+    def list(self) -> list[Pool]:
+        """Every pool some host uses, in key order."""
+        return [Pool.from_json(entry.value) for entry in self.store.get_prefix(POOLS)]
+
+    def _update(self, pool: Pool, delta: int) -> Pool:
+        retry = Retry(self.max_wait)
+        while True:
+            entry = self.store.get(pool.key)
+            old = dict(Pool.from_json(entry.value).refs) if entry else {}
+            refs = {host: n for host, n in old.items() if host != self.host}
+            if (count := old.get(self.host, 0) + delta) > 0:
+                refs[self.host] = count
+            new = replace(pool, refs=refs)
+            if refs == old:
+                return new
+            op = Put(pool.key, new.to_json()) if refs else Delete(pool.key)
+            if self.store.txn([(pool.key, entry.revision if entry else 0)], [op]).succeeded:
+                return new
+            retry.conflict()
