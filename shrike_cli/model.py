@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -276,8 +276,9 @@ class Lease:
         return f"{self.ip}/{self.subnet.partition('/')[2]}"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["users"] = list(self.users)
+        # Shallow on purpose: asdict deep-copies, and this is on every allocation's path.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["users"], data["owner"] = list(self.users), dict(self.owner)
         # Empty fields are noise for a person reading etcdctl output.
         return {k: v for k, v in data.items() if v or k in ("ip", "kind", "state", "subnet")}
 
