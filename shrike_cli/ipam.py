@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from .allocator import Allocator, PreconditionFailed, Window, describe, lease_key, name_key
+from .allocator import LEASES, Allocator, PreconditionFailed, Window, describe, lease_key, name_key
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
     KIND_CONTAINER,
@@ -187,6 +187,22 @@ class Ipam:
         assert lease is not None
         return lease
 
+    def release_if_unchanged(self, ip: str, revision: int) -> Lease | None:
+        """Reconcile's release of a leaked address: like :meth:`release_address` (a named
+        reservation stays reserved), but only if the lease is still as written at store
+        ``revision``. A lease re-taken or released since is left alone and the answer is
+        None, so a reconcile racing a new allocation never frees a live address."""
+        return self.allocator.release(ip, expected_revision=revision)
+
+    def set_owner(self, lease: Lease, revision: int, owner: dict[str, str]) -> Lease | None:
+        """Record who holds ``lease`` (container id, name, network), read at store
+        ``revision``: if the lease was written since (released, taken again), nothing is
+        written and the answer is None. One compare-and-swap, no retry: the caller's
+        view of the holder is as stale as the lease."""
+        new = replace(lease, owner=dict(owner))
+        key = lease_key(lease.ip)
+        return new if self.store.txn([(key, revision)], [Put(key, new.to_json())]).succeeded else None
+
     # ---------------------------------------------------------- reservations
     def reserve(self, name: str, ip: str | None = None, subnet: str | None = None) -> Lease:
         """Reserve a container address for ``name`` (idempotent): it is never handed to a
@@ -317,7 +333,12 @@ class Ipam:
 
     def leases(self, *, include_released: bool = False) -> list[Lease]:
         """Every recorded address in address order (released ones only on request)."""
-        leases = [Lease.from_json(e.value) for e in self.store.get_prefix("leases/")]
+        return [lease for lease, _ in self.lease_entries(include_released=include_released)]
+
+    def lease_entries(self, *, include_released: bool = False) -> list[tuple[Lease, int]]:
+        """:meth:`leases` with the store revision of each, for a compare-and-swap later
+        (:meth:`release_if_unchanged`, :meth:`set_owner`)."""
+        entries = [(Lease.from_json(e.value), e.revision) for e in self.store.get_prefix(LEASES)]
         if not include_released:
-            leases = [lease for lease in leases if lease.state != STATE_RELEASED]
-        return sorted(leases, key=lambda lease: ip_to_int(lease.ip))
+            entries = [(lease, rev) for lease, rev in entries if lease.state != STATE_RELEASED]
+        return sorted(entries, key=lambda entry: ip_to_int(entry[0].ip))

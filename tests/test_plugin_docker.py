@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,8 +39,14 @@ def plugin(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[Plugin]:
     # This process and the server run on the same machine: the same host name.
     ipam = Ipam(store)
     declare_lan(ipam)
+    # As operators run it: following its dockerd, so leases name their containers.
     server = ServerProcess(
-        ["--state-dir", str(state)], Path(dockerd.plugin_dir), dockerd.unique_plugin_name(), tmp_path / "server.log"
+        ["--state-dir", str(state)],
+        Path(dockerd.plugin_dir),
+        dockerd.unique_plugin_name(),
+        tmp_path / "server.log",
+        server_args=["--follow-docker"],
+        env=dockerd.env,
     )
     try:
         server.start()
@@ -123,6 +130,22 @@ def test_run_with_ip_gets_exactly_that_address_also_after_a_restart(
     # Nobody else gets it meanwhile.
     _, error = run(dockerd, docker_cleanup, network, "--ip", "198.51.100.150")
     assert "198.51.100.150 is already in use" in error
+
+
+def test_the_server_names_the_containers_holding_leases(
+    plugin: Plugin, network: Network, dockerd: DockerDaemon, docker_cleanup: Tracker
+) -> None:
+    name, error = run(dockerd, docker_cleanup, network)
+    assert error == ""
+    ip = endpoint(dockerd, name, network)["IPAddress"]
+    deadline = time.monotonic() + 20
+    while (plugin.ipam.lease(ip).owner.get("name") != name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert plugin.ipam.lease(ip).owner == {
+        "container_id": dockerd.client.api.inspect_container(name)["Id"],
+        "name": name,
+        "network": network.name,
+    }
 
 
 def test_a_host_address_is_refused(

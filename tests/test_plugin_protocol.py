@@ -542,8 +542,18 @@ class ServerProcess:
     concurrency and docker tests). It dies with the test process, and :meth:`stop`
     ends it by its pid."""
 
-    def __init__(self, store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        store_args: Sequence[str],
+        plugin_dir: Path,
+        name: str,
+        log_path: Path,
+        server_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store_args = list(store_args)
+        self.server_args = list(server_args)
+        self.env = env
         self.plugin_dir = plugin_dir
         self.name = name
         self.path = plugin_dir / f"{name}.sock"
@@ -556,11 +566,11 @@ class ServerProcess:
             # TERM (it then removes its socket) if the test process dies first.
             "setpriv", "--pdeathsig", "TERM",
             *SHRIKE, "--debug", *self.store_args,
-            "server", "--plugin-dir", str(self.plugin_dir), "--plugin-name", self.name,
+            "server", "--plugin-dir", str(self.plugin_dir), "--plugin-name", self.name, *self.server_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=self.env
             )
         deadline = time.monotonic() + timeout
         while True:

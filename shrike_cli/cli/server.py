@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..ipam import Ipam
+from ..owners import OwnerTracker
 from ..plugin import Driver, PluginServer, socket_path
+from ..reconcile import PeriodicReconcile
 from .app import app
+from .reconcile import parse_duration_option
 from .state import globals_of
 
 #: Longest a request may spend on store conflicts before it is answered with an error:
@@ -31,6 +35,26 @@ def server(
         Path,
         typer.Option("--plugin-dir", help="Where dockerd looks for plugin sockets.", file_okay=False),
     ] = Path("/run/docker/plugins"),
+    follow_docker: Annotated[
+        bool,
+        typer.Option(
+            "--follow-docker",
+            envvar="SHRIKE_FOLLOW_DOCKER",
+            show_envvar=True,
+            help="Record on each lease the container and network holding it, following dockerd"
+            " (DOCKER_HOST, else the local socket) through its events; reconnects when dockerd restarts.",
+        ),
+    ] = False,
+    reconcile_every: Annotated[
+        float | None,
+        typer.Option(
+            "--reconcile-every",
+            parser=parse_duration_option,
+            metavar="DURATION",
+            help="Every DURATION (30s, 10m, 1h), release this host's leaked addresses taken over"
+            " 10 minutes ago, as 'shrike reconcile --fix' does.",
+        ),
+    ] = None,
 ) -> None:
     """Run the Docker IPAM plugin on PLUGIN_DIR/PLUGIN_NAME.sock until SIGTERM or SIGINT.
 
@@ -39,4 +63,9 @@ def server(
     """
     path = socket_path(plugin_dir, plugin_name)
     ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
-    PluginServer(Driver(ipam), path).run()
+    with contextlib.ExitStack() as helpers:
+        if follow_docker:
+            helpers.enter_context(OwnerTracker(ipam))
+        if reconcile_every:
+            helpers.enter_context(PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name))
+        PluginServer(Driver(ipam), path).run()

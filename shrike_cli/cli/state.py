@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import typer
 
@@ -61,10 +63,24 @@ def globals_of(ctx: typer.Context) -> Globals:
     return obj
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, not the one at set-up: server
+    threads may outlive a replaced stream (tests capture it per test)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 def configure_logging(debug: bool) -> None:
     # One line per record with no timestamp: journald adds its own.
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+    # Their debug lines (every HTTP call to dockerd) would drown ours.
+    for noisy in ("urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.INFO)

@@ -1,0 +1,95 @@
+"""``reconcile``: leaked addresses, found by comparing this host's leases with its dockerd."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated
+
+import typer
+
+from ..owners import docker_client
+from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
+from . import output
+from .app import app
+from .leases import _row as lease_row
+from .output import Format, OutputOption
+from .state import globals_of
+
+LEAK_COLUMNS = [
+    ("ip", "ADDRESS"),
+    ("subnet", "SUBNET"),
+    ("mac", "MAC"),
+    ("owner", "LAST OWNER"),
+    ("since", "SINCE"),
+    ("age", "AGE"),
+    ("status", "STATUS"),
+]
+
+
+def parse_duration_option(text: str) -> float:
+    """:func:`parse_duration` for Typer's ``parser=``: a bad value is a usage error."""
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+def _row(leak: Leak) -> dict[str, object]:
+    age = "-" if leak.age is None else format_duration(leak.age)
+    return {**lease_row(leak.lease), "age": age, "status": leak.status}
+
+
+@app.command("reconcile")
+def reconcile_command(
+    ctx: typer.Context,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Release the leaked addresses older than --grace (a reservation stays).")
+    ] = False,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            "--grace",
+            parser=parse_duration_option,
+            metavar="DURATION",
+            help="Only leases taken longer ago than this are released (30s, 10m, 1h) [default: 10m].",
+        ),
+    ] = None,
+    plugin_name: Annotated[
+        str,
+        typer.Option(
+            "--plugin-name",
+            help="The server's --plugin-name: --fix releases nothing unless a network of this dockerd uses it.",
+        ),
+    ] = "shrike",
+    fmt: OutputOption = Format.table,
+) -> None:
+    """List this host's container addresses that no container of its dockerd holds (leaked
+    when dockerd or the plugin died between allocation and release); --fix releases them.
+
+    dockerd is the one DOCKER_HOST names, else the local socket. An address a container
+    holds in any network counts as held. --fix releases a lease only if it is older than
+    --grace and was not written since it was read: a new allocation racing reconcile keeps
+    its address.
+    """
+    grace = DEFAULT_GRACE if grace is None else grace
+    ipam = globals_of(ctx).ipam()
+    with contextlib.closing(docker_client()) as client:
+        report = reconcile(ipam, client, fix=fix, grace=grace, plugin_name=plugin_name)
+    if fmt is Format.json:
+        output.emit_json(report.to_json())
+        return
+    output.emit_table(
+        map(_row, report.leaks),
+        LEAK_COLUMNS,
+        empty=f"no leaked address: containers hold all {report.checked} container leases of {report.host}",
+    )
+    if report.networks == ():
+        output.note(f"no network of this dockerd uses the IPAM driver '{plugin_name}': check DOCKER_HOST")
+    if report.leaks:
+        counts = [
+            f"{report.count(RELEASED)} released",
+            f"{report.count(TOO_YOUNG)} kept: taken less than {format_duration(grace)} ago",
+            f"{report.count(CHANGED)} kept: taken again meanwhile",
+        ]
+        done = "; ".join(c for c in counts if not c.startswith("0 ")) if fix else "release them with --fix"
+        output.note(f"{len(report.leaks)} of {report.checked} container leases of {report.host} are leaked; {done}")

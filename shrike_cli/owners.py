@@ -1,0 +1,288 @@
+"""Who holds each address: this host's container leases, matched with its dockerd.
+
+IPAM calls carry no container or network id (dockerd 20.10), so the plugin learns its
+callers from dockerd itself, through the Docker SDK. :func:`record_owners` matches the
+endpoints dockerd has (a container's address and MAC in one of its networks) with the
+held container leases of this host and writes ``owner`` = container id, name and network
+on each. :class:`OwnerTracker` does it once on (re)connecting, then after dockerd's
+container and network events, on background threads of ``shrike server``.
+
+Every write is a compare-and-swap on the lease as read (:meth:`Ipam.set_owner`), and the
+leases are read before dockerd is asked: an address released or taken again meanwhile
+is never labelled with a container that no longer holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from .errors import ShrikeError
+from .ipam import Ipam
+from .model import KIND_CONTAINER, STATE_HELD, Lease
+
+log = logging.getLogger("shrike.owners")
+
+#: Seconds a call to dockerd may take (the event stream has no timeout).
+DOCKER_TIMEOUT = 30.0
+#: dockerd events after which owners may have changed. ``rename`` changes a name; the
+#: others add or remove endpoints.
+EVENT_FILTERS = {
+    "type": ["container", "network"],
+    "event": ["start", "die", "destroy", "rename", "connect", "disconnect"],
+}
+#: After an event, wait this long for the rest of a burst (``docker compose up``, a
+#: dockerd restarting its containers) so that one sweep serves it.
+SETTLE = 0.2
+#: First and longest wait before connecting to dockerd again, or retrying a sweep.
+BACKOFF = (1.0, 60.0)
+
+DockerConnect = Callable[[], docker.DockerClient]
+
+
+class DockerUnreachable(ShrikeError):
+    """dockerd could not be reached or did not answer."""
+
+
+def docker_client(timeout: float = DOCKER_TIMEOUT) -> docker.DockerClient:
+    """A client of the dockerd ``DOCKER_HOST`` names (else the local socket), with the API
+    version negotiated: dockerd may be older than the SDK."""
+    with docker_errors():
+        return docker.from_env(version="auto", timeout=timeout)
+
+
+@contextlib.contextmanager
+def docker_errors() -> Iterator[None]:
+    """Turn the SDK's failures (unreachable, refused, timed out) into one clear line."""
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        raise DockerUnreachable(f"cannot use dockerd at {where}: {_reason(err)}") from None
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause (``Connection refused``), not the SDK's and requests' wrappers
+    around it; an error of dockerd's own (an API error) as it is."""
+    if isinstance(err, docker.errors.APIError):
+        return str(err.explanation or err)
+    for _ in range(10):  # the wrappers nest a few deep; never loop on a cycle
+        nested = next((a for a in err.args if isinstance(a, BaseException)), None) or err.__cause__ or err.__context__
+        if nested is None:
+            break
+        err = nested
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's address in one Docker network, as dockerd reports it."""
+
+    ip: str
+    mac: str
+    container_id: str
+    container_name: str
+    network: str
+
+    @property
+    def owner(self) -> dict[str, str]:
+        """What a lease records about its holder (the keys ``shrike leases`` shows)."""
+        return {"container_id": self.container_id, "name": self.container_name, "network": self.network}
+
+
+def endpoints(client: docker.DockerClient) -> list[Endpoint]:
+    """Every IPv4 endpoint of this dockerd, in every network: one API call. A stopped
+    container keeps its networks in its config but no address, so it has none here."""
+    found = []
+    with docker_errors():
+        containers = client.api.containers(all=True)
+    for container in containers:
+        name = (container.get("Names") or [""])[0].lstrip("/")
+        networks: dict[str, dict[str, Any]] = (container.get("NetworkSettings") or {}).get("Networks") or {}
+        for network, settings in networks.items():
+            if settings.get("IPAddress"):
+                mac = (settings.get("MacAddress") or "").lower()
+                found.append(Endpoint(settings["IPAddress"], mac, container["Id"], name, network))
+    return found
+
+
+def host_container_leases(ipam: Ipam) -> list[tuple[Lease, int]]:
+    """The held container leases this host's dockerd asked for, with their revisions."""
+    return [
+        (lease, revision)
+        for lease, revision in ipam.lease_entries()
+        if lease.kind == KIND_CONTAINER and lease.state == STATE_HELD and lease.host == ipam.host
+    ]
+
+
+def record_owners(ipam: Ipam, client: docker.DockerClient) -> None:
+    """Write on this host's held container leases which container holds each. An endpoint
+    with another MAC than the lease's is not its holder: the address changed hands between
+    the two reads, or another network of this dockerd uses the same address."""
+    leases = host_container_leases(ipam)  # before dockerd: see the module docstring
+    by_ip: dict[str, list[Endpoint]] = {}
+    for endpoint in endpoints(client):
+        by_ip.setdefault(endpoint.ip, []).append(endpoint)
+    for lease, revision in leases:
+        holders = [e for e in by_ip.get(lease.ip, []) if not (lease.mac and e.mac) or lease.mac == e.mac]
+        if holders and lease.owner != holders[0].owner and ipam.set_owner(lease, revision, holders[0].owner):
+            log.debug("%s is held by %s on %s", lease.ip, holders[0].container_name, holders[0].network)
+
+
+class Backoff:
+    """Waits growing from ``first`` to ``most`` seconds, cut short by ``stopping``."""
+
+    def __init__(self, stopping: threading.Event, first: float, most: float) -> None:
+        self.stopping = stopping
+        self.first, self.most = first, most
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    def wait(self) -> None:
+        """Wait the current delay (less if stopping), then double it."""
+        self.stopping.wait(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+
+class BackgroundTask(ABC):
+    """Threads that run beside the plugin server until :meth:`stop`; a context manager.
+
+    Subclasses name their loops in :meth:`loops`; each must return soon after
+    ``self.stopping`` is set, and must never raise: the server goes on without them.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @abstractmethod
+    def loops(self) -> dict[str, Callable[[], None]]:
+        """The loops to run, by thread name."""
+
+    def start(self) -> None:
+        for name, loop in self.loops().items():
+            thread = threading.Thread(target=loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the loops to end and wait up to ``timeout`` seconds for each; idempotent."""
+        self.stopping.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s did not stop within %g s", thread.name, timeout)
+        self._threads = []
+
+    def wake(self) -> None:  # noqa: B027 - optional: only loops that block elsewhere need it
+        """Unblock loops waiting on something other than ``stopping``."""
+
+    def __enter__(self) -> BackgroundTask:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OwnerTracker(BackgroundTask):
+    """Keeps the owners of this host's container leases up to date while dockerd runs.
+
+    One thread reads dockerd's event stream (reconnecting with backoff when dockerd
+    restarts or is not up yet) and marks the leases dirty; another sweeps them with
+    :func:`record_owners` when they are, a burst of events at a time. A sweep follows
+    every (re)connection, for the events missed while disconnected.
+    """
+
+    def __init__(self, ipam: Ipam, *, connect: DockerConnect = docker_client, backoff: tuple[float, float] = BACKOFF):
+        super().__init__()
+        self.ipam = ipam
+        self.connect = connect
+        self.backoff = backoff
+        self._dirty = threading.Event()
+        self._stream_lock = threading.Lock()
+        self._stream: Any = None  # the SDK's CancellableStream while connected
+
+    def loops(self) -> dict[str, Callable[[], None]]:
+        return {"shrike-docker-events": self._watch, "shrike-owners": self._sweep}
+
+    def wake(self) -> None:
+        self._dirty.set()
+        with self._stream_lock:
+            stream = self._stream
+        if stream is not None:
+            # Shuts the stream's socket down: the watcher's blocking read returns.
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def _connected(self) -> bool:
+        with self._stream_lock:
+            return self._stream is not None
+
+    def _watch(self) -> None:
+        backoff = Backoff(self.stopping, *self.backoff)
+        while not self.stopping.is_set():
+            try:
+                self._follow_events(backoff)
+                if not self.stopping.is_set():
+                    log.warning("lost dockerd's event stream; reconnecting")
+            except Exception as err:  # never fatal: dockerd may come (back) later
+                log.warning("cannot follow dockerd (%s); retrying in %g s", err, backoff.delay)
+            backoff.wait()
+
+    def _follow_events(self, backoff: Backoff) -> None:
+        client = self.connect()
+        try:
+            with docker_errors():
+                stream = client.events(decode=True, filters=EVENT_FILTERS)
+            with self._stream_lock:
+                self._stream = stream
+            if self.stopping.is_set():  # stop() came before there was a stream to close
+                return
+            log.info("following dockerd's container and network events")
+            backoff.reset()
+            self._dirty.set()
+            for _ in stream:  # ends when dockerd goes away or stop() closes the stream
+                self._dirty.set()
+        finally:
+            with self._stream_lock:
+                self._stream = None
+            client.close()
+
+    def _sweep(self) -> None:
+        backoff = Backoff(self.stopping, *self.backoff)
+        client: docker.DockerClient | None = None
+        try:
+            while True:
+                self._dirty.wait()
+                if self.stopping.wait(SETTLE):
+                    return
+                self._dirty.clear()
+                try:
+                    client = client or self.connect()
+                    record_owners(self.ipam, client)
+                    backoff.reset()
+                except Exception as err:  # the store or dockerd failed: try again later
+                    if client is not None:
+                        client.close()
+                        client = None
+                    if self._connected():  # else the watcher asks for a sweep once it is back
+                        log.warning("recording container owners failed (%s); retrying in %g s", err, backoff.delay)
+                        backoff.wait()
+                        self._dirty.set()
+        finally:
+            if client is not None:
+                client.close()

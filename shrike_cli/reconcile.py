@@ -1,0 +1,212 @@
+"""Leaked addresses: this host's container leases that no container of its dockerd holds.
+
+An address leaks when dockerd or the plugin dies between RequestAddress and
+ReleaseAddress: the lease stays held and nobody gives it back. :func:`reconcile` lists
+such leases and, with ``fix``, releases them. Releasing a live address would give one
+address to two containers, so it is careful:
+
+* the leases are read before dockerd is asked: a lease allocated later is not looked at;
+* an endpoint in ANY network of this dockerd counts, not only the plugin's networks: an
+  address a container holds anywhere is never freed;
+* only leases older than ``grace`` are released: an address is requested before its
+  endpoint exists, and a container may be starting;
+* each release is a compare-and-swap on the lease's store revision as read
+  (:meth:`Ipam.release_if_unchanged`): a lease released and taken again meanwhile stays;
+* given the plugin's name, nothing is released when no network of this dockerd uses it:
+  a wrong ``DOCKER_HOST`` or plugin name would make every lease look leaked.
+
+A leaked named reservation goes back to ``reserved``, as when its container stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import docker
+
+from .errors import InvalidInput
+from .ipam import Ipam
+from .model import Lease
+from .owners import BackgroundTask, DockerConnect, docker_client, docker_errors, endpoints, host_container_leases
+
+log = logging.getLogger("shrike.reconcile")
+
+#: Long enough for any container start, short enough to get a leaked address back soon.
+DEFAULT_GRACE = 600.0
+
+LEAKED = "leaked"  # found; releasing was not asked for
+TOO_YOUNG = "too-young"  # kept: not older than the grace period
+RELEASED = "released"
+CHANGED = "changed"  # kept: the lease was written after it was read (released, taken again)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30s``, ``10m``, ``1h30m``, ``2d`` or a bare number of seconds.
+
+    Raises :class:`ValueError`, as ``float()`` does: used as an option's parser, a bad
+    value is a usage error."""
+    compact = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+        return float(compact)
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(number + unit for number, unit in parts) != compact:
+        raise ValueError(f"'{text}' is not a duration (examples: 30s, 10m, 1h30m)")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """``1h30m``, ``10m``, ``45s``: the two largest units that are not zero, for tables."""
+    rest = int(seconds)
+    parts = []
+    for unit in "dhms":
+        count, rest = divmod(rest, _UNITS[unit])
+        if count or (unit == "s" and not parts):
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2])
+
+
+def lease_age(lease: Lease, now: datetime) -> float | None:
+    """Seconds since the lease was taken (its ``since``, to the second); None if unknown."""
+    try:
+        since = datetime.fromisoformat(lease.since.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (now - since).total_seconds()
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A held lease no container holds, and what reconcile did about it."""
+
+    lease: Lease
+    #: seconds since the lease was taken; None when its time is unreadable (never released)
+    age: float | None
+    status: str
+    #: the lease once released (state ``released``, or ``reserved`` for a named one)
+    after: Lease | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {**self.lease.to_json(), "age_seconds": None if self.age is None else int(self.age)}
+        data["status"] = self.status
+        if self.after is not None:
+            data["state_after"] = self.after.state
+        return data
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one reconcile saw on this host, and the leaks it found."""
+
+    host: str
+    #: held container leases of this host
+    checked: int
+    #: addresses containers of this dockerd hold, in any network
+    endpoints: int
+    #: names of the networks using the plugin (None when no plugin name was given)
+    networks: tuple[str, ...] | None
+    leaks: tuple[Leak, ...]
+
+    def count(self, status: str) -> int:
+        return sum(leak.status == status for leak in self.leaks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "checked": self.checked,
+            "endpoints": self.endpoints,
+            "networks": None if self.networks is None else list(self.networks),
+            "leaks": [leak.to_json() for leak in self.leaks],
+        }
+
+
+def plugin_networks(client: docker.DockerClient, plugin_name: str) -> tuple[str, ...]:
+    """Names of this dockerd's networks whose IPAM driver is ``plugin_name``."""
+    with docker_errors():
+        networks = client.api.networks()
+    return tuple(n["Name"] for n in networks if (n.get("IPAM") or {}).get("Driver") == plugin_name)
+
+
+def reconcile(
+    ipam: Ipam,
+    client: docker.DockerClient,
+    *,
+    fix: bool = False,
+    grace: float = DEFAULT_GRACE,
+    plugin_name: str | None = None,
+) -> Report:
+    """Compare this host's held container leases with the endpoints of ``client``'s
+    dockerd; with ``fix``, release the leaked ones older than ``grace`` seconds."""
+    networks = plugin_networks(client, plugin_name) if plugin_name else None
+    if fix and networks == ():
+        raise InvalidInput(
+            f"no network of this dockerd uses the IPAM driver '{plugin_name}': releasing nothing"
+            " (check --plugin-name and DOCKER_HOST)"
+        )
+    leases = host_container_leases(ipam)  # before dockerd: see the module docstring
+    live = {endpoint.ip for endpoint in endpoints(client)}
+    now = datetime.now(timezone.utc)
+    leaks = []
+    for lease, revision in leases:
+        if lease.ip in live:
+            continue
+        age = lease_age(lease, now)
+        after = None
+        if not fix:
+            status = LEAKED
+        elif age is None or age < grace:
+            status = TOO_YOUNG
+        else:
+            after = ipam.release_if_unchanged(lease.ip, revision)
+            status = RELEASED if after is not None else CHANGED
+        leaks.append(Leak(lease, age, status, after))
+    return Report(ipam.host, len(leases), len(live), networks, tuple(leaks))
+
+
+class PeriodicReconcile(BackgroundTask):
+    """``shrike server --reconcile-every``: :func:`reconcile` with ``fix`` every ``every``
+    seconds (the first after one period: dockerd may still be starting), logging what it
+    released; failures are logged and tried again next period."""
+
+    def __init__(
+        self,
+        ipam: Ipam,
+        every: float,
+        *,
+        grace: float = DEFAULT_GRACE,
+        plugin_name: str | None = None,
+        connect: DockerConnect = docker_client,
+    ) -> None:
+        super().__init__()
+        self.ipam = ipam
+        self.every = every
+        self.grace = grace
+        self.plugin_name = plugin_name
+        self.connect = connect
+
+    def loops(self) -> dict[str, Callable[[], None]]:
+        return {"shrike-reconcile": self._run}
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.every):
+            try:
+                client = self.connect()
+                try:
+                    report = reconcile(self.ipam, client, fix=True, grace=self.grace, plugin_name=self.plugin_name)
+                finally:
+                    client.close()
+            except Exception as err:  # never fatal to the server
+                log.warning("reconcile failed: %s", err)
+                continue
+            for leak in report.leaks:
+                if leak.status == RELEASED:
+                    lease = leak.lease
+                    who = lease.owner.get("name") or lease.mac or "an unknown container"
+                    log.warning("released %s: taken %s by %s, no container holds it", lease.ip, lease.since, who)
