@@ -104,9 +104,7 @@ def test_unique_plugin_names() -> None:
 _TRACKED: dict[str, str] = {}
 
 
-def test_container_on_builtin_bridge_network(
-    dockerd: DockerDaemon, docker_cleanup: Tracker
-) -> None:
+def test_container_on_builtin_bridge_network(dockerd: DockerDaemon, docker_cleanup: Tracker) -> None:
     bridge = free_name("shkb")
     net = dockerd.client.networks.create(
         free_name("shkn"),
@@ -115,9 +113,7 @@ def test_container_on_builtin_bridge_network(
         options={"com.docker.network.bridge.name": bridge},
     )
     docker_cleanup.track_network(net)
-    c = dockerd.client.containers.run(
-        dockerd.image, ["sleep", "60"], network=net.name, detach=True
-    )
+    c = dockerd.client.containers.run(dockerd.image, ["sleep", "60"], network=net.name, detach=True)
     docker_cleanup.track_container(c)
     _TRACKED.update(container=c.id, network=net.name)
 

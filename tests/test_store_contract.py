@@ -170,9 +170,7 @@ def _cas_increment(store: Store, times: int) -> None:
         while True:
             revision = entry.revision if entry else 0
             count = entry.value["n"] if entry else 0
-            result = store.txn(
-                [("counter", revision)], [Put("counter", {"n": count + 1})], reads=["counter"]
-            )
+            result = store.txn([("counter", revision)], [Put("counter", {"n": count + 1})], reads=["counter"])
             if result.succeeded:
                 entry = Entry("counter", {"n": count + 1}, result.revision)
                 break
@@ -231,9 +229,7 @@ def test_etcd_fails_over_to_a_live_endpoint(etcd_server: EtcdServer) -> None:
         assert store.get_prefix("") == [store.get("k")]
 
 
-def test_etcd_keeps_readable_json_under_its_prefix(
-    etcd_server: EtcdServer, etcd_store: EtcdStore
-) -> None:
+def test_etcd_keeps_readable_json_under_its_prefix(etcd_server: EtcdServer, etcd_store: EtcdStore) -> None:
     put(etcd_store, "leases/10.0.0.5", {"owner": "c1", "pool": "é"})
     port = int(etcd_server.url.rsplit(":", 1)[1])
     with pyetcd.Etcd3Client("127.0.0.1", port, timeout=5) as raw:

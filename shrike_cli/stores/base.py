@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..errors import ShrikeError
 
@@ -52,7 +52,7 @@ class Delete:
     key: str
 
 
-Op = Union[Put, Delete]
+Op = Put | Delete
 
 #: ``(key, revision)``: holds when the key's last-write revision equals ``revision``;
 #: ``0`` means "the key must be absent".

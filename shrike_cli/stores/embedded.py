@@ -22,10 +22,8 @@ from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, validat
 
 _SCHEMA = (
     # WITHOUT ROWID: the key is the only index, so lookups and prefix scans use it directly.
-    "CREATE TABLE IF NOT EXISTS kv ("
-    " key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS store_revision ("
-    " id INTEGER PRIMARY KEY CHECK (id = 0), rev INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kv ( key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS store_revision ( id INTEGER PRIMARY KEY CHECK (id = 0), rev INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO store_revision (id, rev) VALUES (0, 0)",
 )
 

@@ -81,9 +81,7 @@ def parse_endpoints(endpoints: Sequence[str] | str) -> list[EtcdEndpoint]:
             or parts.fragment
             or parts.username is not None
         ):
-            raise InvalidInput(
-                f"invalid etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT"
-            )
+            raise InvalidInput(f"invalid etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
         # gRPC wants IPv6 literals in brackets, as in the URL.
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         parsed.append(EtcdEndpoint(url.rstrip("/"), host, port, parts.scheme == "https"))
@@ -127,9 +125,7 @@ def _describe(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, bool]:
     etcd (so that sending it elsewhere cannot apply it twice)."""
     code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
     details = " ".join((exc.details() or code.name).split())  # type: ignore[attr-defined]
-    never_sent = code == grpc.StatusCode.UNAVAILABLE and details.startswith(
-        (_NOT_CONNECTED, _NOT_RESOLVED)
-    )
+    never_sent = code == grpc.StatusCode.UNAVAILABLE and details.startswith((_NOT_CONNECTED, _NOT_RESOLVED))
     # "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed
     # to connect to remote host: Connection refused": keep the cause.
     cause = _CONNECT_FAILURE.match(details)
@@ -248,9 +244,7 @@ class EtcdStore(Store):
             for fresh_token in (False, True):
                 try:
                     client = self._client(index)
-                    result = getattr(client.kvstub, method)(
-                        request, self._timeout, metadata=client.metadata
-                    )
+                    result = getattr(client.kvstub, method)(request, self._timeout, metadata=client.metadata)
                 except grpc.RpcError as exc:
                     code, details, never_sent = _describe(exc)
                     if code == grpc.StatusCode.UNAUTHENTICATED and not fresh_token:
@@ -265,8 +259,7 @@ class EtcdStore(Store):
                     if write and not never_sent:
                         self._current = (index + 1) % count
                         raise StoreError(
-                            f"etcd at {url} is unreachable: {details}"
-                            " (the change may have been applied)"
+                            f"etcd at {url} is unreachable: {details} (the change may have been applied)"
                         ) from None
                     last = details
                     break
@@ -323,16 +316,13 @@ class EtcdStore(Store):
                 for key, revision in compares
             ],
             success=[self._op(op) for op in ops],
-            failure=[
-                etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=self._key(key)))
-                for key in reads
-            ],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=self._key(key))) for key in reads],
         )
         reply = self._call("Txn", request, write=True)
         if reply.succeeded:
             return TxnResult(succeeded=True, revision=reply.header.revision)
         entries: dict[str, Entry | None] = {}
-        for key, response in zip(reads, reply.responses):
+        for key, response in zip(reads, reply.responses, strict=False):
             kvs = response.response_range.kvs
             entries[key] = self._entry(kvs[0]) if kvs else None
         return TxnResult(succeeded=False, entries=entries)
