@@ -1,17 +1,21 @@
-"""Allocator benchmarks on both stores, in one run, printed as a Markdown table.
+"""Allocator and plugin benchmarks on both stores, in one run, printed as a Markdown table.
 
-    python3 benchmarks/run.py            # everything (about two minutes)
-    python3 benchmarks/run.py --quick    # smaller samples, for a smoke run
+    python3 benchmarks/run.py               # everything (2-4 minutes on 2 cores)
+    python3 benchmarks/run.py --no-docker   # without the docker run comparison
+    python3 benchmarks/run.py --quick       # smaller samples, for a smoke run
 
 It starts its own etcd on a free loopback port (as the tests do) and an embedded store
-in a temporary folder. Figures are only comparable within one run: the rows that
-matter are ratios measured side by side.
+in a temporary folder; the plugin rows (benchmarks/plugin.py) start ``shrike server``
+subprocesses and, unless --no-docker, a private dockerd in a network namespace (root).
+Figures are only comparable within one run: the rows that matter are ratios measured
+side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -29,6 +33,7 @@ import pyetcd  # noqa: E402
 from shrike_cli.errors import Conflict  # noqa: E402
 from shrike_cli.ipam import Ipam  # noqa: E402
 from shrike_cli.stores import EmbeddedStore, EtcdStore, Store  # noqa: E402
+from tests.fixtures.dockerd import _term_as_interrupt  # noqa: E402
 from tests.fixtures.etcd import EtcdServer  # noqa: E402
 
 # Store contents only: nothing is configured on an interface, no packet is sent.
@@ -67,8 +72,9 @@ def fresh_ipam(store: Store) -> Ipam:
 
 
 @contextmanager
-def stores(workdir: Path) -> Iterator[Callable[[str], Store]]:
-    """Yields an opener: ``open_("embedded")`` or ``open_("etcd")`` gives an empty store."""
+def stores(workdir: Path) -> Iterator[tuple[Callable[[str], Store], str]]:
+    """Yields an opener, ``open_("embedded")`` or ``open_("etcd")`` gives an empty store,
+    and the etcd's URL."""
     etcd = EtcdServer(workdir / "etcd")
     (workdir / "etcd").mkdir()
     etcd.start()
@@ -84,7 +90,7 @@ def stores(workdir: Path) -> Iterator[Callable[[str], Store]]:
         return store
 
     try:
-        yield open_
+        yield open_, etcd.url
     finally:
         for store in opened:
             store.close()
@@ -185,12 +191,22 @@ def render(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small samples: checks that it runs, not how fast")
+    parser.add_argument("--no-docker", action="store_true", help="skip the docker run comparison (needs root)")
     args = parser.parse_args()
+    # Imported here: benchmarks/plugin.py imports Row from this file.
+    from benchmarks.plugin import bench_docker_run, bench_socket
+
+    # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
+    signal.signal(signal.SIGTERM, _term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
-    with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as open_:
+    plugin_calls, docker_runs = (800, 5) if args.quick else (10000, 100)
+    with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = bench_rate(open_, count)
         for kind in ("embedded", "etcd"):
             rows += bench_fill(open_, kind, sample)
+        rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
+        if not args.no_docker:
+            rows += bench_docker_run(Path(tmp), docker_runs)
     print(render(rows))
     return 0 if all(row.ok is not False for row in rows) else 1
 

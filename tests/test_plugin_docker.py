@@ -33,19 +33,21 @@ class Plugin:
 
 
 @pytest.fixture
-def plugin(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[Plugin]:
+def plugin(request: pytest.FixtureRequest, dockerd: DockerDaemon, tmp_path: Path) -> Iterator[Plugin]:
+    """``shrike server`` on an embedded store with the test LAN declared; a test marked
+    ``follow_docker`` gets it with ``--follow-docker``, as operators run it."""
     state = tmp_path / "state"
     store = EmbeddedStore(state / "shrike.db")
     # This process and the server run on the same machine: the same host name.
     ipam = Ipam(store)
     declare_lan(ipam)
-    # As operators run it: following its dockerd, so leases name their containers.
+    follow = request.node.get_closest_marker("follow_docker") is not None
     server = ServerProcess(
         ["--state-dir", str(state)],
         Path(dockerd.plugin_dir),
         dockerd.unique_plugin_name(),
         tmp_path / "server.log",
-        server_args=["--follow-docker"],
+        server_args=["--follow-docker"] if follow else [],
         env=dockerd.env,
     )
     try:
@@ -132,6 +134,7 @@ def test_run_with_ip_gets_exactly_that_address_also_after_a_restart(
     assert "198.51.100.150 is already in use" in error
 
 
+@pytest.mark.follow_docker
 def test_the_server_names_the_containers_holding_leases(
     plugin: Plugin, network: Network, dockerd: DockerDaemon, docker_cleanup: Tracker
 ) -> None:

@@ -17,7 +17,9 @@ log = logging.getLogger("shrike")
 
 
 #: --help lists commands in the order an operator uses them, not alphabetically.
-COMMAND_ORDER = ("host-range", "ip-range", "server", "create-network", "leases", "release", "reserve")
+COMMAND_ORDER = (
+    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "doctor",
+)  # fmt: skip
 
 
 class ShrikeGroup(TyperGroup):

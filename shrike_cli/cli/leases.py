@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
 
-from ..errors import InvalidInput
-from ..model import Lease
-from . import output
+from ..model import KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, KIND_RESERVED, Lease
+from . import complete, output
 from .app import app
 from .output import Format, OutputOption
 from .state import globals_of
@@ -23,6 +23,15 @@ LEASE_COLUMNS = [
     ("host", "HOST"),
     ("since", "SINCE"),
 ]
+
+
+class Kind(str, Enum):
+    """``--kind``: a choice, so that a misspelt kind is a usage error, not an empty list."""
+
+    container = KIND_CONTAINER
+    host = KIND_HOST
+    gateway = KIND_GATEWAY
+    reserved = KIND_RESERVED
 
 
 def _row(lease: Lease) -> dict[str, object]:
@@ -43,15 +52,14 @@ def leases(
     all_: Annotated[
         bool, typer.Option("--all", "-a", help="Include released addresses (kept for reuse ordering).")
     ] = False,
-    kind: Annotated[
-        str | None, typer.Option("--kind", help="Only this kind: container, host, gateway or reserved.")
-    ] = None,
+    kind: Annotated[Kind | None, typer.Option("--kind", help="Only addresses of this kind.")] = None,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Show every held address: subnet, kind, state, MAC and owner where known, the host that took it, and when."""
-    found = globals_of(ctx).ipam().leases(include_released=all_)
+    with output.progress(fmt, "reading the leases"):
+        found = globals_of(ctx).ipam().leases(include_released=all_)
     if kind:
-        found = [lease for lease in found if lease.kind == kind]
+        found = [lease for lease in found if lease.kind == kind.value]
     _emit_leases(fmt, found, "no address is held")
 
 
@@ -59,16 +67,27 @@ def leases(
 def release(
     ctx: typer.Context,
     ip: Annotated[
-        str | None, typer.Option("--ip", help="A container address to give back (ends its reservation, if any).")
+        str | None,
+        typer.Option(
+            "--ip",
+            help="A container address to give back (ends its reservation, if any).",
+            autocompletion=complete.container_addresses,
+        ),
     ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="A host address to give back.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="End the reservation of this name.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="A host address to give back.", autocompletion=complete.host_addresses),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="End the reservation of this name.", autocompletion=complete.reservation_names),
+    ] = None,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Give an address back: a container's (--ip), a host's (--host), or a reservation (--name)."""
     given = [option for option, value in (("--ip", ip), ("--host", host), ("--name", name)) if value]
     if len(given) != 1:
-        raise InvalidInput("give exactly one of --ip, --host or --name")
+        output.usage_error("give exactly one of --ip, --host or --name")
     ipam = globals_of(ctx).ipam()
     if ip:
         lease = ipam.release_container(ip)
@@ -88,7 +107,7 @@ def release(
 @app.command("release-ip", hidden=True)
 def release_ip(
     ctx: typer.Context,
-    ip: Annotated[str, typer.Option("--ip", help="A container address.")],
+    ip: Annotated[str, typer.Option("--ip", help="A container address.", autocompletion=complete.container_addresses)],
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --ip'."""
@@ -98,7 +117,7 @@ def release_ip(
 @app.command("release-host", hidden=True)
 def release_host(
     ctx: typer.Context,
-    ip: Annotated[str, typer.Option("--ip", help="A host address.")],
+    ip: Annotated[str, typer.Option("--ip", help="A host address.", autocompletion=complete.host_addresses)],
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --host'."""
@@ -110,7 +129,12 @@ def reserve(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Who the address is for, e.g. the container's name.")],
     ip: Annotated[str | None, typer.Option("--ip", help="Reserve this address instead of the next free one.")] = None,
-    subnet: Annotated[str | None, typer.Option("--subnet", help="The LAN subnet, when several are declared.")] = None,
+    subnet: Annotated[
+        str | None,
+        typer.Option(
+            "--subnet", help="The LAN subnet, when several are declared.", autocompletion=complete.lan_subnets
+        ),
+    ] = None,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Reserve a container address for NAME and print it; the same address again if NAME has one.

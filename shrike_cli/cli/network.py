@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import InvalidInput
-from . import output
+from . import complete, output
 from .app import app
 from .output import Format, OutputOption
 from .state import globals_of
@@ -67,7 +66,9 @@ def create_network(
             "Required except with --undo.",
         ),
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="The Docker network's name.")] = "mynet",
+    name: Annotated[
+        str, typer.Option("--name", help="The Docker network's name.", autocompletion=complete.shrike_networks)
+    ] = "mynet",
     bridge: Annotated[
         str, typer.Option("--bridge", help="The bridge that takes over the uplink's address (bridge mode).")
     ] = "br0",
@@ -76,6 +77,7 @@ def create_network(
         typer.Option(
             "--uplink",
             help="The interface holding HOST_IP, to make sure the right one is used [default: found by the address].",
+            autocompletion=complete.interfaces,
         ),
     ] = None,
     plugin_name: Annotated[
@@ -141,14 +143,17 @@ def create_network(
     from ..hostnet.setup import create_network as create
 
     if force and not undo:
-        raise InvalidInput("--force goes with --undo")
+        output.usage_error("--force goes with --undo")
+    if macvlan_shim and mode is not Mode.macvlan:
+        output.usage_error("--macvlan-shim goes with --mode macvlan")
+    if ip is None and not undo:
+        output.usage_error("give --ip, this host's own address")
     persist_to = Persist(root, network_manager.value if network_manager else None) if persist_ else None
     ipam = globals_of(ctx).ipam()
     if undo:
         outcome = remove_network(ipam, name, force=force, dry_run=dry_run, persist_to=persist_to, progress=output.note)
     else:
-        if ip is None:
-            raise InvalidInput("give --ip, this host's own address")
+        assert ip is not None
         request = Request(
             host_ip=ip, name=name, bridge=bridge, uplink=uplink, plugin=plugin_name, mode=mode.value, shim=macvlan_shim
         )

@@ -1,16 +1,29 @@
-"""How commands talk: tables or JSON on stdout, notes and errors as single lines on stderr."""
+"""How commands talk: tables or JSON on stdout, notes and errors as single lines on stderr.
+
+Colour and other terminal effects only reach a terminal: rich leaves them out when the
+stream is not one, and :func:`console` leaves them out everywhere when ``NO_COLOR`` is
+set. Progress (:func:`progress`) shows only on a terminal, never with ``--output json``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
+
+#: Work shorter than this shows no progress at all: a spinner that flashes up and
+#: vanishes is noise, and quick commands then write no terminal control codes.
+PROGRESS_DELAY = 0.5
 
 
 class Format(str, Enum):
@@ -23,19 +36,103 @@ OutputOption = Annotated[
     typer.Option("--output", "-o", help="Output format: a table for people, json for scripts.", case_sensitive=False),
 ]
 
-#: Messages go to stderr so that stdout stays parseable; rich drops colour when
-#: stderr is not a terminal or NO_COLOR is set.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def no_color() -> bool:
+    """Whether the user asked for no colour (https://no-color.org: set and not empty)."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
+def console(*, stderr: bool = True, **options: Any) -> Console:
+    """A console on stderr (or stdout) that writes plain text unless it is a terminal
+    and ``NO_COLOR`` is unset.
+
+    Made per use, so that it follows the streams and environment of the moment. Rich
+    alone drops colours for NO_COLOR but still writes bold and other styles; no colour
+    system at all writes none of them.
+    """
+    if no_color():
+        options["color_system"] = None
+    return Console(stderr=stderr, highlight=False, **options)
+
+
+class UsageProblem(typer.BadParameter):
+    """A command line that is wrong whatever the store holds (options missing or in
+    conflict): click prints the usage, ``Error: MESSAGE``, and exits 2."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def usage_error(message: str) -> NoReturn:
+    """Stop with a usage error (exit 2); click adds the command's usage line."""
+    raise UsageProblem(message)
+
+
+class Progress(Protocol):
+    def update(self, message: str) -> None:
+        """Say what is being done now."""
+
+
+class _Silent:
+    def update(self, message: str) -> None:
+        pass
+
+
+class _Spinner:
+    """rich's status spinner on stderr, started only once the work has taken
+    :data:`PROGRESS_DELAY` seconds, and erased when it ends."""
+
+    def __init__(self, message: str) -> None:
+        self._status = Status(message, console=console(stderr=True))
+        self._lock = threading.Lock()
+        self._started = self._ended = False
+        self._timer = threading.Timer(PROGRESS_DELAY, self._start)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._ended:
+                self._status.start()
+                self._started = True
+
+    def update(self, message: str) -> None:
+        self._status.update(message)
+
+    def end(self) -> None:
+        self._timer.cancel()
+        with self._lock:  # the timer may be starting the spinner right now
+            self._ended = True
+            if self._started:
+                self._status.stop()
+
+
+@contextlib.contextmanager
+def progress(fmt: Format, message: str) -> Iterator[Progress]:
+    """Show ``message`` with a spinner on stderr while the block runs, if it runs longer
+    than :data:`PROGRESS_DELAY`; ``update`` changes the message.
+
+    Only for tables with both stdout and stderr on a terminal: JSON is for scripts, and
+    a pager or pipe reading stdout shares the terminal the spinner would draw on.
+    """
+    if fmt is not Format.table or not (console(stderr=True).is_interactive and console(stderr=False).is_terminal):
+        yield _Silent()
+        return
+    spinner = _Spinner(message)
+    try:
+        yield spinner
+    finally:
+        spinner.end()
 
 
 def note(message: str) -> None:
     """A remark the user should see (never part of the machine-readable output)."""
-    err_console.print(message, markup=False)
+    console(stderr=True, soft_wrap=True).print(message, markup=False)
 
 
 def error(message: str) -> None:
     """One line on stderr, prefixed like the rest of the Unix tools."""
-    err_console.print(f"shrike: error: {message}", markup=False, style="red")
+    console(stderr=True, soft_wrap=True).print(f"shrike: error: {message}", markup=False, style="red")
 
 
 def emit_json(data: Any) -> None:
@@ -54,7 +151,7 @@ def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]
     for row in rows:
         table.add_row(*(_cell(row.get(key)) for key, _ in columns))
     # Piped output keeps one record per line for grep and awk; a terminal folds cells.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 4096).print(table)
+    console(stderr=False, width=None if sys.stdout.isatty() else 4096).print(table)
 
 
 def _cell(value: Any) -> str:

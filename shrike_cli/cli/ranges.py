@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InvalidInput
 from ..ranges import Declared, usage
 from . import output
 from .app import app
@@ -42,13 +41,14 @@ def _report(fmt: Format, declared: Declared) -> None:
 
 def _list(ctx: typer.Context, fmt: Format, kind: str) -> None:
     ipam = globals_of(ctx).ipam()
-    rows = [u.to_json() for u in usage(ipam.config(), ipam.leases()) if u.kind == kind]
+    with output.progress(fmt, f"counting the addresses of the {kind} ranges"):
+        rows = [u.to_json() for u in usage(ipam.config(), ipam.leases()) if u.kind == kind]
     output.emit(fmt, rows, rows, LIST_COLUMNS, empty=f"no {kind} range declared")
 
 
 def _both_or_neither(ip_start: str | None, ip_end: str | None) -> bool:
     if (ip_start is None) != (ip_end is None):
-        raise InvalidInput("give both --ip-start and --ip-end (or neither, to list)")
+        output.usage_error("give both --ip-start and --ip-end (or neither, to list)")
     return ip_start is not None
 
 
@@ -69,7 +69,7 @@ def host_range(
     """
     if not _both_or_neither(ip_start, ip_end):
         if gateway is not None:
-            raise InvalidInput("--gateway goes with --ip-start and --ip-end")
+            output.usage_error("--gateway goes with --ip-start and --ip-end")
         _list(ctx, fmt, "host")
         return
     assert ip_start is not None and ip_end is not None

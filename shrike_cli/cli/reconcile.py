@@ -73,7 +73,10 @@ def reconcile_command(
     """
     grace = DEFAULT_GRACE if grace is None else grace
     ipam = globals_of(ctx).ipam()
-    with contextlib.closing(docker_client()) as client:
+    with (
+        output.progress(fmt, f"comparing the leases of {ipam.host} with dockerd"),
+        contextlib.closing(docker_client()) as client,
+    ):
         report = reconcile(ipam, client, fix=fix, grace=grace, plugin_name=plugin_name)
     if fmt is Format.json:
         output.emit_json(report.to_json())

@@ -1,0 +1,1 @@
+complete --command oam-docker-ipam --no-files --arguments "(env _OAM_DOCKER_IPAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) oam-docker-ipam)" --condition "env _OAM_DOCKER_IPAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) oam-docker-ipam"

@@ -1,0 +1,1 @@
+complete --command shrike --no-files --arguments "(env _SHRIKE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) shrike)" --condition "env _SHRIKE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) shrike"

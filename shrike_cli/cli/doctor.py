@@ -1,0 +1,59 @@
+"""``doctor``: check what this host needs, and say what is wrong and what to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..stores import DB_NAME, default_state_dir
+from . import output
+from .app import app
+from .output import Format, OutputOption
+from .state import globals_of
+
+COLUMNS = [("status", "STATUS"), ("name", "CHECK"), ("detail", "FOUND"), ("hint", "WHAT TO DO")]
+
+
+@app.command("doctor")
+def doctor(
+    ctx: typer.Context,
+    plugin_name: Annotated[
+        str, typer.Option("--plugin-name", help="The name 'shrike server' runs with, and networks use.")
+    ] = "shrike",
+    plugin_dir: Annotated[
+        Path, typer.Option("--plugin-dir", help="Where the plugin socket is.", file_okay=False)
+    ] = Path("/run/docker/plugins"),
+    network: Annotated[str, typer.Option("--network", help="The Docker network create-network made.")] = "mynet",
+    fmt: OutputOption = Format.table,
+) -> None:
+    """Check this host: the store and its declarations, the plugin answering on its socket,
+    Docker, the network, its bridge and routes, and this host's lease.
+
+    Each problem is said in plain words with what to run. Exits 1 if a check fails,
+    0 otherwise (warnings included). Changes nothing.
+    """
+    # Imported here: the checks pull in the Docker SDK and pyroute2, which other
+    # commands need not load.
+    from ..doctor import FAIL, WARN, Target, diagnose, failed
+
+    options = globals_of(ctx)
+    store_file = None if options.cluster_store else (options.state_dir or default_state_dir()) / DB_NAME
+    target = Target(options.store, store_file, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
+    with output.progress(fmt, "checking") as progress:
+        checks = diagnose(target, progress.update)
+    if fmt is Format.json:
+        output.emit_json({"ok": not failed(checks), "checks": [check.to_json() for check in checks]})
+    else:
+        output.emit_table((check.to_json() for check in checks), COLUMNS, empty="nothing was checked")
+        fails, warns = (sum(check.status == status for check in checks) for status in (FAIL, WARN))
+        warnings = f"{warns} warning{'s' if warns != 1 else ''}"
+        if fails:
+            output.note(f"{fails} of {len(checks)} checks failed{', ' + warnings if warns else ''}: see WHAT TO DO")
+        elif warns:
+            output.note(f"no check failed, {warnings}")
+        else:
+            output.note(f"all {len(checks)} checks passed")
+    if failed(checks):
+        raise typer.Exit(1)
