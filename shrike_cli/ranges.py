@@ -46,16 +46,23 @@ class Declared:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "kind": self.kind,
-            "start": int_to_ip(self.range.start),
-            "end": int_to_ip(self.range.end),
-            "prefixlen": self.range.prefixlen,
-            "size": self.range.size,
-            "subnet": str(self.subnet),
-            "gateway": self.gateway,
+            **_range_json(self.kind, self.range, self.subnet, self.gateway),
             "created": self.created,
             "notes": list(self.notes),
         }
+
+
+def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: str | None) -> dict[str, object]:
+    """The fields every listing of a range shares."""
+    return {
+        "kind": kind,
+        "start": int_to_ip(declared.start),
+        "end": int_to_ip(declared.end),
+        "prefixlen": declared.prefixlen,
+        "subnet": str(subnet),
+        "gateway": gateway,
+        "size": declared.size,
+    }
 
 
 def load_config(store: Store) -> tuple[Config, int]:
@@ -187,13 +194,7 @@ class RangeUsage:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "kind": self.kind,
-            "start": int_to_ip(self.range.start),
-            "end": int_to_ip(self.range.end),
-            "prefixlen": self.range.prefixlen,
-            "subnet": str(self.subnet),
-            "gateway": self.gateway,
-            "size": self.range.size,
+            **_range_json(self.kind, self.range, self.subnet, self.gateway),
             "held": self.held,
             "reserved": self.reserved,
             "free": self.range.size - self.held - self.reserved,

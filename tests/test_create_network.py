@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -388,6 +389,33 @@ def test_a_failure_in_a_netlink_step_is_undone(shrike: Shrike) -> None:
         assert "- undo: create Docker network mynet" in result.stderr
     finally:
         shrike.host.run(["ip", "link", "del", "mvblk"], check=True)
+
+
+def test_sigterm_mid_way_rolls_back(shrike: Shrike) -> None:
+    before = snapshot(shrike.host)
+    argv = ["nsenter", f"--net={shrike.host.netns_path}", *shrike.argv("create-network", "--ip", HOST_IP)]
+    process = subprocess.Popen(
+        [*argv, "--plugin-name", shrike.plugin], env=shrike.env, cwd=REPO,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if line.startswith("- create Docker network"):
+                # The step in progress finishes, then everything done so far is undone.
+                process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 130, "".join(seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert any(line.startswith("- undo: create Docker network mynet") for line in seen), "".join(seen)
+    assert snapshot(shrike.host) == before
+    assert shrike.network_labels("mynet") is None
+    assert HOST_IP not in shrike.leases()
+    assert_reaches(shrike.host, ROUTER)
 
 
 def test_a_failure_in_the_last_step_moves_everything_back(extras: None, shrike: Shrike, tmp_path: Path) -> None:

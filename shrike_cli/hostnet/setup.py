@@ -18,11 +18,14 @@ restored, and last the one step that cannot be undone: removing the network.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial, singledispatch
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import docker
@@ -95,27 +98,60 @@ class Outcome:
 
 # ------------------------------------------------------------------ transaction
 def run(actions: Sequence[Action], env: Env, progress: Progress) -> None:
-    """Run ``actions`` in order; on failure undo every recorded change, newest first."""
+    """Run ``actions`` in order; on failure undo every recorded change, newest first.
+
+    SIGTERM and SIGINT roll back too, at the end of the step in progress (see
+    :class:`_DeferredSignals`).
+    """
     journal: list[tuple[Action, Undo]] = []
-    for action in actions:
-        progress(f"- {action}")
+    with _DeferredSignals() as signals:
+        for action in actions:
+            progress(f"- {action}")
 
-        def record(undo: Undo, action: Action = action) -> None:
-            journal.append((action, undo))
+            def record(undo: Undo, action: Action = action) -> None:
+                journal.append((action, undo))
 
-        try:
-            apply(action, env, record)
-        except BaseException as err:
-            problems = _roll_back(journal, progress)
-            if not isinstance(err, Exception):
-                raise  # an interrupt, after the rollback
-            if problems:
-                after = "could NOT undo: " + "; ".join(problems) + " -- check the host by hand"
-            elif journal:
-                after = "every change made before it was undone: the host is as it was"
-            else:
-                after = "nothing had changed"
-            raise TransactionFailed(f"could not {action}: {reason(err)}; {after}") from err
+            try:
+                apply(action, env, record)
+                signals.check()
+            except BaseException as err:
+                problems = _roll_back(journal, progress)
+                if not isinstance(err, Exception):
+                    raise  # an interrupt, after the rollback
+                if problems:
+                    after = "could NOT undo: " + "; ".join(problems) + " -- check the host by hand"
+                elif journal:
+                    after = "every change made before it was undone: the host is as it was"
+                else:
+                    after = "nothing had changed"
+                raise TransactionFailed(f"could not {action}: {reason(err)}; {after}") from err
+
+
+class _DeferredSignals:
+    """SIGTERM (kill, systemd) and SIGINT (Ctrl-C) wait for the step in progress, then
+    interrupt: a step cut half way, such as a Docker API call whose network dockerd
+    creates anyway, could not be undone. Signal handlers can only be set from the main
+    thread; elsewhere signals keep their default handling."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _DeferredSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt(self.received)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _roll_back(journal: list[tuple[Action, Undo]], progress: Progress) -> list[str]:
