@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import queue
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -33,9 +32,7 @@ from shrike_cli.ipam import Ipam
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import DB_NAME, EmbeddedStore, EtcdStore, Store
 from tests.fixtures.dockerd import API_CLEANUP_BUDGET, PLUGIN_DIR, DockerDaemon, Tracker
-from tests.fixtures.plugin import create_network, wait_until
-from tests.test_plugin_concurrency import random_mac
-from tests.test_plugin_protocol import HOST_ADDRESS, ROUTER, SHRIKE, SUBNET, ServerProcess, declare_lan
+from tests.fixtures.plugin import HOST_ADDRESS, ROUTER, SUBNET, ServerProcess, create_network, declare_lan, random_mac
 
 #: The socket benchmark's LAN (store contents only, no packet is sent): 16,126 container
 #: addresses, more than a full run allocates.
@@ -55,42 +52,14 @@ CLIENT_RUN_TIMEOUT = 300.0
 RUN_TIMEOUT = 60.0
 
 
-class BenchServer(ServerProcess):
-    """``shrike [STORE OPTIONS] server`` as in production: without the tests' ``--debug``.
-    Dies with the benchmark (``setpriv --pdeathsig``); :meth:`stop` ends it by its pid."""
-
-    def start(self, timeout: float = 20.0) -> None:
-        argv = [
-            "setpriv", "--pdeathsig", "TERM",
-            *SHRIKE, *self.store_args,
-            "server", "--plugin-dir", str(self.plugin_dir), "--plugin-name", self.name,
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        try:
-            wait_until(self._answers, timeout, f"shrike server answering on {self.path}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _answers(self) -> bool:
-        if not self.alive():
-            raise RuntimeError(f"shrike server exited:\n{self.log()}")
-        try:
-            with PluginClient(self.path, timeout=2.0) as client:
-                return client.call("Plugin.Activate")[0] == 200
-        except (OSError, ValueError):
-            return False
-
-
 @contextmanager
-def serving(store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path) -> Iterator[BenchServer]:
-    """A running :class:`BenchServer`, stopped on the way out."""
-    server = BenchServer(store_args, plugin_dir, name, log_path)
-    server.start()
+def serving(store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path) -> Iterator[ServerProcess]:
+    """``shrike [STORE OPTIONS] server`` running as in production (without the tests'
+    ``--debug``), stopped by its pid on the way out, also if it fails to start or on
+    Ctrl-C. It dies with the benchmark (``setpriv --pdeathsig``)."""
+    server = ServerProcess(store_args, plugin_dir, name, log_path, debug=False)
     try:
+        server.start()
         yield server
     finally:
         server.stop()

@@ -33,7 +33,7 @@ import pyetcd  # noqa: E402
 from shrike_cli.errors import Conflict  # noqa: E402
 from shrike_cli.ipam import Ipam  # noqa: E402
 from shrike_cli.stores import EmbeddedStore, EtcdStore, Store  # noqa: E402
-from tests.fixtures.dockerd import _term_as_interrupt  # noqa: E402
+from tests.fixtures.dockerd import term_as_interrupt  # noqa: E402
 from tests.fixtures.etcd import EtcdServer  # noqa: E402
 
 # Store contents only: nothing is configured on an interface, no packet is sent.
@@ -197,7 +197,7 @@ def main() -> int:
     from benchmarks.plugin import bench_docker_run, bench_socket
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
-    signal.signal(signal.SIGTERM, _term_as_interrupt)
+    signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs = (800, 5) if args.quick else (10000, 100)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):

@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.netns",
     "tests.fixtures.dockerd",
+    "tests.fixtures.plugin",
+    "tests.fixtures.hostnet",
 ]

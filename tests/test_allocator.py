@@ -10,68 +10,61 @@ import pytest
 from shrike_cli.errors import Conflict, InvalidInput, NotFound
 from shrike_cli.ipam import Ipam
 from shrike_cli.model import STATE_RELEASED, STATE_RESERVED
-from tests.fixtures.stores import open_store_spec
+from tests.fixtures.stores import LAN, open_store_spec
 
-LAN = "198.51.100.0/24"
-
-
-@pytest.fixture
-def ipam(store) -> Ipam:
-    ipam = Ipam(store, host="hostA")
-    ipam.declare_host_range("198.51.100.1/24", "198.51.100.50/24", "198.51.100.254")
-    ipam.declare_ip_range("198.51.100.100/24", "198.51.100.109/24")
-    return ipam
+# lan_ipam (tests/fixtures/stores.py): host "hostA", LAN with hosts .1-.50, gateway .254
+# and ten container addresses, .100-.109, on both stores.
 
 
 def fill(ipam: Ipam) -> list[str]:
     return [ipam.request_address(LAN).ip for _ in range(10)]
 
 
-def test_addresses_in_order_with_pool_prefix(ipam: Ipam) -> None:
-    lease = ipam.request_address(LAN, mac="02:42:C6:33:64:64")
+def test_addresses_in_order_with_pool_prefix(lan_ipam: Ipam) -> None:
+    lease = lan_ipam.request_address(LAN, mac="02:42:C6:33:64:64")
     assert lease.cidr == "198.51.100.100/24"
     assert (lease.kind, lease.state, lease.host, lease.mac) == ("container", "held", "hostA", "02:42:c6:33:64:64")
     assert lease.since.endswith("Z")
 
 
-def test_full_range_is_the_only_failure(ipam: Ipam) -> None:
-    assert fill(ipam) == [f"198.51.100.{n}" for n in range(100, 110)]
+def test_full_range_is_the_only_failure(lan_ipam: Ipam) -> None:
+    assert fill(lan_ipam) == [f"198.51.100.{n}" for n in range(100, 110)]
     with pytest.raises(Conflict, match="no free address left"):
-        ipam.request_address(LAN)
+        lan_ipam.request_address(LAN)
 
 
-def test_unknown_subnet(ipam: Ipam) -> None:
+def test_unknown_subnet(lan_ipam: Ipam) -> None:
     with pytest.raises(NotFound, match="no container range in 203.0.113.0/24"):
-        ipam.request_address("203.0.113.0/24")
+        lan_ipam.request_address("203.0.113.0/24")
 
 
-def test_released_addresses_come_back_last_longest_idle_first(ipam: Ipam) -> None:
-    first = [ipam.request_address(LAN).ip for _ in range(3)]
-    ipam.release_address(first[1])
-    ipam.release_address(first[0])
+def test_released_addresses_come_back_last_longest_idle_first(lan_ipam: Ipam) -> None:
+    first = [lan_ipam.request_address(LAN).ip for _ in range(3)]
+    lan_ipam.release_address(first[1])
+    lan_ipam.release_address(first[0])
     # Never-used addresses go first...
-    fresh = [ipam.request_address(LAN).ip for _ in range(7)]
+    fresh = [lan_ipam.request_address(LAN).ip for _ in range(7)]
     assert first[1] not in fresh and first[0] not in fresh
     # ...then the longest idle.
-    assert ipam.request_address(LAN).ip == first[1]
-    assert ipam.request_address(LAN).ip == first[0]
+    assert lan_ipam.request_address(LAN).ip == first[1]
+    assert lan_ipam.request_address(LAN).ip == first[0]
 
 
-def test_release_is_harmless_twice_and_for_unknown(ipam: Ipam) -> None:
-    ip = ipam.request_address(LAN).ip
-    assert ipam.release_address(ip).state == STATE_RELEASED
-    assert ipam.release_address(ip).state == STATE_RELEASED
-    assert ipam.release_address("198.51.100.200") is None
+def test_release_is_harmless_twice_and_for_unknown(lan_ipam: Ipam) -> None:
+    ip = lan_ipam.request_address(LAN).ip
+    assert lan_ipam.release_address(ip).state == STATE_RELEASED
+    assert lan_ipam.release_address(ip).state == STATE_RELEASED
+    assert lan_ipam.release_address("198.51.100.200") is None
     with pytest.raises(NotFound):
-        ipam.release_container(ip)
+        lan_ipam.release_container(ip)
 
 
-def test_specific_address(ipam: Ipam) -> None:
-    assert ipam.request_address(LAN, "198.51.100.105").cidr == "198.51.100.105/24"
+def test_specific_address(lan_ipam: Ipam) -> None:
+    assert lan_ipam.request_address(LAN, "198.51.100.105").cidr == "198.51.100.105/24"
     with pytest.raises(Conflict, match="already in use"):
-        ipam.request_address(LAN, "198.51.100.105")
+        lan_ipam.request_address(LAN, "198.51.100.105")
     # Dynamic allocation steps over the explicitly claimed address.
-    assert "198.51.100.105" not in fill_remaining(ipam)
+    assert "198.51.100.105" not in fill_remaining(lan_ipam)
 
 
 def fill_remaining(ipam: Ipam) -> list[str]:
@@ -93,100 +86,100 @@ def fill_remaining(ipam: Ipam) -> list[str]:
         ("198.51.100.0/24", "without /prefix"),
     ],
 )
-def test_specific_address_refused(ipam: Ipam, ip: str, message: str) -> None:
+def test_specific_address_refused(lan_ipam: Ipam, ip: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        ipam.request_address(LAN, ip)
+        lan_ipam.request_address(LAN, ip)
 
 
-def test_gateway_and_host_addresses_never_dynamic(ipam: Ipam) -> None:
-    ipam.declare_ip_range("198.51.100.51/24", "198.51.100.53/24")
-    got = set(fill_remaining(ipam))
+def test_gateway_and_host_addresses_never_dynamic(lan_ipam: Ipam) -> None:
+    lan_ipam.declare_ip_range("198.51.100.51/24", "198.51.100.53/24")
+    got = set(fill_remaining(lan_ipam))
     assert len(got) == 13
     assert all(100 <= int(ip.rsplit(".", 1)[1]) <= 109 or 51 <= int(ip.rsplit(".", 1)[1]) <= 53 for ip in got)
 
 
-def test_sub_pool_narrows(ipam: Ipam) -> None:
-    assert ipam.request_address(LAN, sub_pool="198.51.100.104/30").ip == "198.51.100.104"
-    assert ipam.request_address(LAN).ip == "198.51.100.100"
+def test_sub_pool_narrows(lan_ipam: Ipam) -> None:
+    assert lan_ipam.request_address(LAN, sub_pool="198.51.100.104/30").ip == "198.51.100.104"
+    assert lan_ipam.request_address(LAN).ip == "198.51.100.100"
     with pytest.raises(NotFound):
-        ipam.request_address(LAN, sub_pool="198.51.100.64/28")
+        lan_ipam.request_address(LAN, sub_pool="198.51.100.64/28")
 
 
-def test_mac_gets_its_address_back(ipam: Ipam) -> None:
-    a = ipam.request_address(LAN, mac="02:00:00:00:00:01").ip
-    ipam.request_address(LAN, mac="02:00:00:00:00:02")
-    ipam.release_address(a)
-    assert ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == a
+def test_mac_gets_its_address_back(lan_ipam: Ipam) -> None:
+    a = lan_ipam.request_address(LAN, mac="02:00:00:00:00:01").ip
+    lan_ipam.request_address(LAN, mac="02:00:00:00:00:02")
+    lan_ipam.release_address(a)
+    assert lan_ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == a
 
 
-def test_mac_whose_address_went_gets_a_fresh_one(ipam: Ipam) -> None:
-    a = ipam.request_address(LAN, mac="02:00:00:00:00:01").ip
-    ipam.release_address(a)
-    assert ipam.request_address(LAN, a).ip == a  # someone else took it explicitly
-    again = ipam.request_address(LAN, mac="02:00:00:00:00:01")
+def test_mac_whose_address_went_gets_a_fresh_one(lan_ipam: Ipam) -> None:
+    a = lan_ipam.request_address(LAN, mac="02:00:00:00:00:01").ip
+    lan_ipam.release_address(a)
+    assert lan_ipam.request_address(LAN, a).ip == a  # someone else took it explicitly
+    again = lan_ipam.request_address(LAN, mac="02:00:00:00:00:01")
     assert again.ip not in (a,) and again.mac == "02:00:00:00:00:01"
-    ipam.release_address(again.ip)
-    assert ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == again.ip
+    lan_ipam.release_address(again.ip)
+    assert lan_ipam.request_address(LAN, mac="02:00:00:00:00:01").ip == again.ip
 
 
-def test_mac_index_stays_small(ipam: Ipam, store) -> None:
+def test_mac_index_stays_small(lan_ipam: Ipam, store) -> None:
     for n in range(30):
-        lease = ipam.request_address(LAN, mac=f"02:00:00:00:01:{n:02x}")
-        ipam.release_address(lease.ip)
+        lease = lan_ipam.request_address(LAN, mac=f"02:00:00:00:01:{n:02x}")
+        lan_ipam.release_address(lease.ip)
     assert len(store.get_prefix("macs/")) <= 10
 
 
-def test_reservation_survives_release_and_is_never_dynamic(ipam: Ipam) -> None:
-    ip = ipam.reserve("web1")
-    assert ipam.reserve("web1") == ip  # idempotent
+def test_reservation_survives_release_and_is_never_dynamic(lan_ipam: Ipam) -> None:
+    ip = lan_ipam.reserve("web1")
+    assert lan_ipam.reserve("web1") == ip  # idempotent
     assert ip.state == STATE_RESERVED
-    others = fill_remaining(ipam)
+    others = fill_remaining(lan_ipam)
     assert ip.ip not in others
-    held = ipam.request_address(LAN, ip.ip)  # docker run --ip
+    held = lan_ipam.request_address(LAN, ip.ip)  # docker run --ip
     assert (held.state, held.name) == ("held", "web1")
-    assert ipam.release_address(ip.ip).state == STATE_RESERVED  # container stopped
-    assert ipam.release_name("web1").state == STATE_RELEASED
-    assert ipam.request_address(LAN).ip == ip.ip
+    assert lan_ipam.release_address(ip.ip).state == STATE_RESERVED  # container stopped
+    assert lan_ipam.release_name("web1").state == STATE_RELEASED
+    assert lan_ipam.request_address(LAN).ip == ip.ip
 
 
-def test_reserve_specific_and_conflicts(ipam: Ipam) -> None:
-    assert ipam.reserve("db", ip="198.51.100.108").ip == "198.51.100.108"
+def test_reserve_specific_and_conflicts(lan_ipam: Ipam) -> None:
+    assert lan_ipam.reserve("db", ip="198.51.100.108").ip == "198.51.100.108"
     with pytest.raises(Conflict, match="db already holds"):
-        ipam.reserve("db", ip="198.51.100.107")
+        lan_ipam.reserve("db", ip="198.51.100.107")
     with pytest.raises(Conflict, match="already in use"):
-        ipam.reserve("other", ip="198.51.100.108")
+        lan_ipam.reserve("other", ip="198.51.100.108")
     with pytest.raises(NotFound):
-        ipam.release_name("nobody")
+        lan_ipam.release_name("nobody")
 
 
-def test_host_addresses(ipam: Ipam, store) -> None:
-    assert ipam.claim_host("198.51.100.39").kind == "host"
-    assert ipam.claim_host("198.51.100.39").host == "hostA"  # idempotent
+def test_host_addresses(lan_ipam: Ipam, store) -> None:
+    assert lan_ipam.claim_host("198.51.100.39").kind == "host"
+    assert lan_ipam.claim_host("198.51.100.39").host == "hostA"  # idempotent
     with pytest.raises(Conflict):
         Ipam(store, host="hostB").claim_host("198.51.100.39")
     with pytest.raises(InvalidInput, match="not in any host range"):
-        ipam.claim_host("198.51.100.100")
+        lan_ipam.claim_host("198.51.100.100")
     with pytest.raises(InvalidInput, match="not a container's"):
-        ipam.release_container("198.51.100.39")
-    assert ipam.release_host("198.51.100.39").ip == "198.51.100.39"
+        lan_ipam.release_container("198.51.100.39")
+    assert lan_ipam.release_host("198.51.100.39").ip == "198.51.100.39"
     with pytest.raises(NotFound):
-        ipam.release_host("198.51.100.39")
+        lan_ipam.release_host("198.51.100.39")
 
 
-def test_gateway_and_aux_are_shared_records(ipam: Ipam, store) -> None:
+def test_gateway_and_aux_are_shared_records(lan_ipam: Ipam, store) -> None:
     other = Ipam(store, host="hostB")
-    ipam.claim_host("198.51.100.39")
-    assert ipam.request_gateway(LAN, "198.51.100.39").kind == "host"
+    lan_ipam.claim_host("198.51.100.39")
+    assert lan_ipam.request_gateway(LAN, "198.51.100.39").kind == "host"
     with pytest.raises(Conflict, match="address of host hostA"):
         other.request_gateway(LAN, "198.51.100.39")
-    ipam.request_gateway(LAN, "198.51.100.254", kind="reserved")
+    lan_ipam.request_gateway(LAN, "198.51.100.254", kind="reserved")
     assert other.request_gateway(LAN, "198.51.100.254", kind="reserved").users == ("hostA", "hostB")
     with pytest.raises(InvalidInput, match="container address"):
-        ipam.request_gateway(LAN, "198.51.100.100")
-    ipam.release_address("198.51.100.254")
+        lan_ipam.request_gateway(LAN, "198.51.100.100")
+    lan_ipam.release_address("198.51.100.254")
     assert other.release_address("198.51.100.254").users == ()
-    assert ipam.lease("198.51.100.254") is None
-    assert ipam.request_address(LAN).ip == "198.51.100.100"
+    assert lan_ipam.lease("198.51.100.254") is None
+    assert lan_ipam.request_address(LAN).ip == "198.51.100.100"
 
 
 def _allocate_many(spec: dict, count: int, queue: multiprocessing.Queue) -> None:
@@ -202,8 +195,8 @@ def _allocate_many(spec: dict, count: int, queue: multiprocessing.Queue) -> None
     store.close()
 
 
-def test_many_processes_one_range(ipam: Ipam, store_factory) -> None:
-    ipam.declare_ip_range("198.51.100.110/24", "198.51.100.249/24")
+def test_many_processes_one_range(lan_ipam: Ipam, store_factory) -> None:
+    lan_ipam.declare_ip_range("198.51.100.110/24", "198.51.100.249/24")
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     procs = [context.Process(target=_allocate_many, args=(store_factory.spec, 30, queue)) for _ in range(5)]
@@ -216,4 +209,4 @@ def test_many_processes_one_range(ipam: Ipam, store_factory) -> None:
     assert [err for _, errs in results for err in errs] == []
     assert len(got) == 150
     assert [ip for ip, n in Counter(got).items() if n > 1] == []
-    assert {lease.ip for lease in ipam.leases()} == set(got)
+    assert {lease.ip for lease in lan_ipam.leases()} == set(got)

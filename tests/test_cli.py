@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,17 +26,10 @@ class Result:
         return json.loads(self.stdout)
 
 
-@pytest.fixture(params=["embedded", "etcd"])
-def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    if request.param == "embedded":
-        return ["--state-dir", str(tmp_path / "state")]
-    etcd = request.getfixturevalue("etcd_server")
-    return ["--cluster-store", etcd.url, "--store-prefix", f"/shrike-cli-{uuid.uuid4().hex}/"]
-
-
 @pytest.fixture
 def shrike(store_args: list[str]) -> Run:
-    """Run the CLI in-process against the test's store."""
+    """Run the CLI in-process against the test's store (this module's own ``shrike``: it
+    overrides the one of tests/fixtures/hostnet.py here)."""
     runner = CliRunner()
 
     def run(*args: str) -> Result:

@@ -6,192 +6,36 @@ uplink ``up0`` with 198.51.100.39/24, default route via the LAN's router
 ``dockerd`` is shared. A second host, 198.51.100.40, sits on the same LAN. The CLI
 runs inside the host namespace (``nsenter --net``), against that dockerd and a
 ``shrike server`` started per test; each test must leave the host exactly as it
-found it, which the ``shrike`` fixture checks at teardown.
+found it, which the ``shrike`` fixture checks at teardown. The fixtures (``daemon``,
+module-scoped, and ``shrike``) are in tests/fixtures/hostnet.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker.errors
 import pytest
-from docker.models.containers import Container
 
-from shrike_cli.hostnet.docker_net import LABEL_PREFIX
 from shrike_cli.ipam import Ipam
 from shrike_cli.stores import open_store
-from tests.fixtures.dockerd import DockerDaemon, Tracker, unique_plugin_name
-from tests.fixtures.netns import Host
+from tests.fixtures.dockerd import DockerDaemon
+from tests.fixtures.hostnet import (
+    HOST_IP,
+    REPO,
+    ROUTER,
+    Shrike,
+    Snapshot,
+    assert_reaches,
+    in_container_range,
+    snapshot,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.docker]
-
-REPO = Path(__file__).resolve().parent.parent
-HOST_IP = "198.51.100.39"
-ROUTER = "198.51.100.254"
-CONTAINER_RANGE = ("198.51.100.100", "198.51.100.199")
-SERVER_READY_TIMEOUT = 15.0
-
-Snapshot = dict[str, list[str]]
-
-
-def snapshot(host: Host) -> Snapshot:
-    """Everything create-network may touch in ``host``: IPv4 addresses (with broadcast),
-    routes of every table, and each link's MAC, MTU and master."""
-    addresses = []
-    for line in host.run(["ip", "-4", "-o", "addr", "show"], check=True).stdout.splitlines():
-        words = line.split()
-        brd = words[words.index("brd") + 1] if "brd" in words else "-"
-        addresses.append(f"{words[1]} {words[3]} brd {brd}")
-    routes = host.run(["ip", "-4", "route", "show", "table", "all"], check=True).stdout.splitlines()
-    links = []
-    for line in host.run(["ip", "-o", "link", "show"], check=True).stdout.splitlines():
-        words = line.split()
-        name = words[1].rstrip(":").split("@")[0]
-        master = words[words.index("master") + 1] if "master" in words else "-"
-        mac = words[words.index("link/ether") + 1] if "link/ether" in words else "-"
-        links.append(f"{name} mtu {words[words.index('mtu') + 1]} master {master} mac {mac}")
-    return {"addresses": sorted(addresses), "routes": sorted(routes), "links": sorted(links)}
-
-
-def assert_reaches(host: Host, target: str) -> None:
-    result = host.ping(target)
-    assert result.returncode == 0, f"{host.name} cannot reach {target}: {result.stdout}{result.stderr}"
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
-    """A dockerd in a host namespace of this module's own, plus a second LAN host "b"."""
-    if os.geteuid() != 0:
-        pytest.skip("create-network tests need root")
-    the_daemon = DockerDaemon(tmp_path_factory.mktemp("hostnet-dockerd"))
-    try:
-        the_daemon.start()
-        assert the_daemon.lan is not None and the_daemon.host is not None
-        the_daemon.lan.add_host("b", "198.51.100.40/24")
-        before = snapshot(the_daemon.host)
-        yield the_daemon
-        assert snapshot(the_daemon.host) == before, "the module left the host namespace changed"
-    finally:
-        the_daemon.stop()
-
-
-class Shrike:
-    """The CLI as an operator runs it on the host, against one state dir and plugin."""
-
-    def __init__(self, daemon: DockerDaemon, state: Path, log: Path) -> None:
-        assert daemon.host is not None and daemon.lan is not None
-        self.daemon = daemon
-        self.host = daemon.host
-        self.other_host = daemon.lan.hosts["b"]
-        self.state = state
-        self.plugin = unique_plugin_name()
-        self.env = {k: v for k, v in daemon.env.items() if k not in ("CLUSTER_STORE", "SHRIKE_STATE_DIR", "DEBUG")}
-        self.env["PYTHONPATH"] = str(REPO)
-        self.tracker = Tracker(daemon.client)
-        self._log = log
-        self._server: subprocess.Popen[bytes] | None = None
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "shrike_cli", "--state-dir", str(self.state), *args]
-
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``shrike ARGS`` inside the host's namespace."""
-        return subprocess.run(
-            ["nsenter", f"--net={self.host.netns_path}", *self.argv(*args)],
-            env={**self.env, **(env or {})},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def create(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self("create-network", "--ip", HOST_IP, "--plugin-name", self.plugin, *args)
-
-    def leases(self) -> dict[str, dict[str, str]]:
-        result = self("leases", "-o", "json")
-        assert result.returncode == 0, result.stderr
-        return {lease["ip"]: lease for lease in json.loads(result.stdout)}
-
-    def network_labels(self, name: str) -> dict[str, str] | None:
-        try:
-            return self.daemon.client.networks.get(name).attrs.get("Labels") or {}
-        except docker.errors.NotFound:
-            return None
-
-    def run_container(self, network: str) -> tuple[Container, str]:
-        """A container sleeping on ``network``, and its address there."""
-        container = self.daemon.client.containers.run(self.daemon.image, ["sleep", "60"], network=network, detach=True)
-        self.tracker.track_container(container)
-        container.reload()
-        return container, container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-    def start_server(self) -> None:
-        socket = Path(self.daemon.plugin_dir) / f"{self.plugin}.sock"
-        with open(self._log, "ab") as log:
-            self._server = subprocess.Popen(
-                self.argv("server", "--plugin-name", self.plugin), env=self.env, cwd=REPO, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + SERVER_READY_TIMEOUT
-        while not socket.exists():
-            if self._server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"shrike server did not start: {self._log.read_text()}")
-            time.sleep(0.05)
-
-    def stop_server(self) -> None:
-        if self._server is None:
-            return
-        self._server.terminate()
-        try:
-            self._server.wait(10)
-        except subprocess.TimeoutExpired:
-            self._server.kill()
-            self._server.wait(10)
-        Path(self.daemon.plugin_dir, f"{self.plugin}.sock").unlink(missing_ok=True)
-
-    def cleanup(self) -> list[str]:
-        """Undo whatever create-network left (networks it labelled), then containers and
-        other networks, while the plugin still runs."""
-        errors = []
-        for network in self.daemon.client.networks.list():
-            if LABEL_PREFIX + "mode" in (network.attrs.get("Labels") or {}):
-                result = self("create-network", "--undo", "--force", "--name", network.name)
-                if result.returncode != 0:
-                    errors.append(f"undo of {network.name}: {result.stderr}")
-        errors += self.tracker.cleanup(time.monotonic() + 60)
-        return errors
-
-
-@pytest.fixture
-def shrike(daemon: DockerDaemon, tmp_path: Path) -> Iterator[Shrike]:
-    """A declared LAN (hosts .1-.99, containers .100-.199), its plugin running, and at
-    the end the host back as it was at the start (or the test fails)."""
-    cli = Shrike(daemon, tmp_path / "state", tmp_path / "server.log")
-    for declare in (
-        ["host-range", "--ip-start", "198.51.100.1/24", "--ip-end", "198.51.100.99/24", "--gateway", ROUTER],
-        ["ip-range", "--ip-start", f"{CONTAINER_RANGE[0]}/24", "--ip-end", f"{CONTAINER_RANGE[1]}/24"],
-    ):
-        result = cli(*declare)
-        assert result.returncode == 0, result.stderr
-    before = snapshot(cli.host)
-    cli.start_server()
-    try:
-        yield cli
-    finally:
-        errors = cli.cleanup()
-        cli.stop_server()
-    assert not errors, errors
-    assert snapshot(cli.host) == before, "the test left the host changed"
 
 
 @pytest.fixture
@@ -210,11 +54,6 @@ def extras(daemon: DockerDaemon) -> Iterator[None]:
     yield
     for args in reversed(added):
         host.run(["ip", args[0], "del", *args[2:]], check=True)
-
-
-def in_container_range(ip: str) -> bool:
-    first, last = (ipaddress.IPv4Address(a) for a in CONTAINER_RANGE)
-    return first <= ipaddress.IPv4Address(ip) <= last
 
 
 # ---------------------------------------------------------------- bridge mode

@@ -26,10 +26,8 @@ from shrike_cli.ipam import Ipam
 from shrike_cli.stores import EmbeddedStore
 from tests.fixtures.dockerd import DockerDaemon
 from tests.fixtures.etcd import free_port
-from tests.test_cli import store_args  # noqa: F401  (fixture: embedded and etcd stores)
-from tests.test_create_network import HOST_IP, ROUTER, Shrike, daemon, shrike  # noqa: F401  (fixtures)
-from tests.test_plugin_docker import Plugin, network, plugin  # noqa: F401  (fixtures)
-from tests.test_plugin_protocol import SHRIKE, ServerProcess, declare_lan, socket_dir  # noqa: F401  (fixture)
+from tests.fixtures.hostnet import HOST_IP, ROUTER, Shrike
+from tests.fixtures.plugin import SHRIKE, Plugin, ServerProcess, declare_lan
 
 NO_DOCKER = "unix:///nonexistent/docker.sock"
 LAN = ["host-range", "--ip-start=198.51.100.1/24", "--ip-end=198.51.100.99/24", "--gateway=198.51.100.254"]
@@ -97,7 +95,7 @@ def test_a_missing_store_fails_with_a_hint_to_run_host_range_and_stays_missing(t
     assert not (tmp_path / "state").exists()
 
 
-def test_an_empty_store_fails_with_a_hint_to_run_host_range(store_args: list[str], tmp_path: Path) -> None:  # noqa: F811
+def test_an_empty_store_fails_with_a_hint_to_run_host_range(store_args: list[str], tmp_path: Path) -> None:
     assert cli(store_args, "leases")[0] == 0  # the embedded store's file now exists, empty
     report = doctor(store_args, plugin_dir=tmp_path)
     assert report.status("store") == OK
@@ -107,7 +105,7 @@ def test_an_empty_store_fails_with_a_hint_to_run_host_range(store_args: list[str
 
 
 def test_a_lan_without_container_range_fails_with_a_hint_to_run_ip_range(
-    store_args: list[str],  # noqa: F811
+    store_args: list[str],
     tmp_path: Path,
 ) -> None:
     declare(store_args, LAN)
@@ -116,7 +114,7 @@ def test_a_lan_without_container_range_fails_with_a_hint_to_run_ip_range(
     assert "shrike ip-range --ip-start=FIRST/24 --ip-end=LAST/24" in check["hint"]
 
 
-def test_a_declared_store_passes_its_checks(store_args: list[str], tmp_path: Path) -> None:  # noqa: F811
+def test_a_declared_store_passes_its_checks(store_args: list[str], tmp_path: Path) -> None:
     declare(store_args, LAN, CONTAINERS)
     report = doctor(store_args, plugin_dir=tmp_path)
     where = f"embedded store {tmp_path}/state/shrike.db" if "--state-dir" in store_args else f"etcd at {store_args[1]}"
@@ -134,18 +132,18 @@ def test_an_unreachable_etcd_fails_naming_it(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------- the plugin
-def plugin_check(socket_dir: Path) -> dict[str, str]:  # noqa: F811
+def plugin_check(socket_dir: Path) -> dict[str, str]:
     return doctor([], "--plugin-name", "shrike", plugin_dir=socket_dir)["plugin"]
 
 
-def test_a_missing_socket_fails_with_how_to_start_the_plugin(socket_dir: Path) -> None:  # noqa: F811
+def test_a_missing_socket_fails_with_how_to_start_the_plugin(socket_dir: Path) -> None:
     check = plugin_check(socket_dir)
     assert check["status"] == FAIL
     assert check["detail"] == f"there is no plugin socket {socket_dir}/shrike.sock: the plugin is not running"
     assert check["hint"] == f"start it: shrike server --plugin-name shrike --plugin-dir {socket_dir}"
 
 
-def test_a_stale_socket_is_told_apart(socket_dir: Path) -> None:  # noqa: F811
+def test_a_stale_socket_is_told_apart(socket_dir: Path) -> None:
     # Bound and closed without listening: what a server killed with SIGKILL leaves.
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
         stale.bind(str(socket_dir / "shrike.sock"))
@@ -157,7 +155,7 @@ def test_a_stale_socket_is_told_apart(socket_dir: Path) -> None:  # noqa: F811
     assert check["hint"].startswith("start it: shrike server --plugin-name shrike")
 
 
-def test_a_socket_that_never_answers_fails_within_the_timeout(socket_dir: Path) -> None:  # noqa: F811
+def test_a_socket_that_never_answers_fails_within_the_timeout(socket_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
         silent.bind(str(socket_dir / "shrike.sock"))
         silent.listen(1)  # the kernel takes the connection; nobody reads the request
@@ -166,13 +164,13 @@ def test_a_socket_that_never_answers_fails_within_the_timeout(socket_dir: Path) 
     assert "did not answer Plugin.Activate within 2 s" in check["detail"]
 
 
-def test_a_file_that_is_not_a_socket(socket_dir: Path) -> None:  # noqa: F811
+def test_a_file_that_is_not_a_socket(socket_dir: Path) -> None:
     (socket_dir / "shrike.sock").write_text("")
     check = plugin_check(socket_dir)
     assert (check["status"], check["detail"]) == (FAIL, f"{socket_dir}/shrike.sock is not a socket")
 
 
-def test_a_running_server_answers(socket_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_running_server_answers(socket_dir: Path, tmp_path: Path) -> None:
     server = ServerProcess(["--state-dir", str(tmp_path / "state")], socket_dir, "shrike", tmp_path / "server.log")
     try:
         server.start()
@@ -208,8 +206,8 @@ def test_the_table_says_what_to_do_and_counts_on_stderr(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_a_host_with_the_plugin_and_its_network_passes(
-    plugin: Plugin,  # noqa: F811
-    network: Network,  # noqa: F811
+    plugin: Plugin,
+    network: Network,
     dockerd: DockerDaemon,
 ) -> None:
     store = plugin.server.store_args
@@ -249,8 +247,8 @@ def test_a_host_with_the_plugin_and_its_network_passes(
 
 @pytest.mark.docker
 def test_a_network_on_a_subnet_the_store_does_not_declare_fails(
-    plugin: Plugin,  # noqa: F811
-    network: Network,  # noqa: F811
+    plugin: Plugin,
+    network: Network,
     dockerd: DockerDaemon,
     tmp_path: Path,
 ) -> None:
@@ -276,7 +274,7 @@ BRIDGE_CHECKS = ("bridge", "host address", "uplink", "default route")
 
 
 @pytest.fixture
-def set_up(shrike: Shrike) -> Iterator[Shrike]:  # noqa: F811
+def set_up(shrike: Shrike) -> Iterator[Shrike]:
     """A host namespace that create-network has put on bridge br0 (undone by ``shrike``)."""
     result = shrike.create()
     assert result.returncode == 0, result.stderr

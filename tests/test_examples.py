@@ -23,19 +23,14 @@ from pathlib import Path
 import pytest
 import typer
 
-import tests.test_create_network as create_network_tests
 from shrike_cli.cli import app
 from shrike_cli.stores import EtcdStore
-from tests.fixtures.dockerd import DockerDaemon, _wait_gone
-from tests.test_create_network import CONTAINER_RANGE, HOST_IP, ROUTER, Shrike, in_container_range, snapshot
+from tests.fixtures.dockerd import DockerDaemon, wait_gone
+from tests.fixtures.hostnet import CONTAINER_RANGE, HOST_IP, ROUTER, Shrike, in_container_range, snapshot
+from tests.fixtures.plugin import SHRIKE
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-SHRIKE = [sys.executable, "-m", "shrike_cli"]
-
-# The module's own dockerd in a host namespace, with a second LAN host: provisioning
-# rewires that host, so the session's dockerd is not used.
-daemon = create_network_tests.daemon
 
 
 def read_unit(path: Path) -> configparser.ConfigParser:
@@ -173,12 +168,14 @@ def stop_by_pid_file(pid_file: Path) -> list[str]:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return []
-    if not _wait_gone([pid], 10):
+    if not wait_gone([pid], 10):
         return []
     os.kill(pid, signal.SIGKILL)
     return [f"shrike server {pid} ignored SIGTERM for 10 s; killed"]
 
 
+# ``daemon`` (tests/fixtures/hostnet.py): the module's own dockerd in a host namespace,
+# with a second LAN host: provisioning rewires that host, so the session's dockerd is not used.
 @pytest.mark.netns
 @pytest.mark.docker
 def test_the_script_provisions_a_host_from_scratch(daemon: DockerDaemon, tmp_path: Path) -> None:

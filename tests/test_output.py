@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 
-from tests.test_plugin_protocol import SHRIKE
+from tests.fixtures.plugin import SHRIKE
 
 ESC = b"\x1b"
 TIMEOUT = 60.0

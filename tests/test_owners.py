@@ -18,17 +18,9 @@ import pytest
 from shrike_cli.ipam import Ipam
 from shrike_cli.owners import OwnerTracker
 from shrike_cli.plugin.client import PluginClient
-from tests import test_allocator, test_plugin_docker
-from tests.fixtures import plugin as plugin_fixtures
 from tests.fixtures.dockerd import DockerDaemon, Tracker
-from tests.fixtures.plugin import SMALL_ADDRESSES, SMALL_SUBNET, SmallLan, docker_connect, wait_until
-from tests.test_allocator import LAN
-from tests.test_plugin_docker import run
-
-# Fixtures, found by pytest under these names.
-ipam = test_allocator.ipam
-plugin = test_plugin_docker.plugin
-small_lan = plugin_fixtures.small_lan
+from tests.fixtures.plugin import SMALL_ADDRESSES, SMALL_SUBNET, SmallLan, docker_connect, run, wait_until
+from tests.fixtures.stores import LAN
 
 MAC_A = "02:00:5e:00:53:0a"
 MAC_B = "02:00:5e:00:53:0b"
@@ -37,19 +29,19 @@ BACKOFF = (0.1, 0.5)
 
 
 # ------------------------------------------------------------ the Ipam, no docker
-def test_set_owner_writes_only_on_the_lease_as_read(ipam: Ipam) -> None:
-    ip = ipam.request_address(LAN, mac=MAC_A).ip
-    [(lease, revision)] = ipam.lease_entries()
+def test_set_owner_writes_only_on_the_lease_as_read(lan_ipam: Ipam) -> None:
+    ip = lan_ipam.request_address(LAN, mac=MAC_A).ip
+    [(lease, revision)] = lan_ipam.lease_entries()
     owner = {"container_id": "c0ffee", "name": "web1", "network": "lan"}
 
-    assert ipam.set_owner(lease, revision, owner) == ipam.lease(ip)
-    assert ipam.lease(ip).owner == owner
+    assert lan_ipam.set_owner(lease, revision, owner) == lan_ipam.lease(ip)
+    assert lan_ipam.lease(ip).owner == owner
     # The address is released and taken again, by the same MAC, between the tracker's
     # read and its write: the stale write is refused, the new lease keeps its owner.
-    ipam.release_address(ip)
-    assert ipam.request_address(LAN, mac=MAC_A, owner={"name": "db"}).ip == ip
-    assert ipam.set_owner(lease, revision, owner) is None
-    assert ipam.lease(ip).owner == {"name": "db"}
+    lan_ipam.release_address(ip)
+    assert lan_ipam.request_address(LAN, mac=MAC_A, owner={"name": "db"}).ip == ip
+    assert lan_ipam.set_owner(lease, revision, owner) is None
+    assert lan_ipam.lease(ip).owner == {"name": "db"}
 
 
 # --------------------------------------------------------------- with dockerd

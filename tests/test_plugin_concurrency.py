@@ -4,10 +4,7 @@ etcd outage. The servers are ``shrike server`` subprocesses sharing one key pref
 from __future__ import annotations
 
 import http.client
-import random
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -23,16 +20,11 @@ from shrike_cli.ipam import Ipam
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import EtcdStore
 from tests.fixtures.etcd import EtcdServer
-from tests.test_plugin_protocol import ServerProcess
+from tests.fixtures.plugin import ServerProcess, random_mac
 
 SUBNET = "198.51.100.0/24"
 #: 240 container addresses, .10 to .249.
 CONTAINER_RANGE = ("198.51.100.10/24", "198.51.100.249/24")
-
-
-def random_mac() -> str:
-    """A locally administered unicast MAC, as dockerd generates them."""
-    return "02:42:" + ":".join(f"{random.randrange(256):02x}" for _ in range(4))
 
 
 def request_address(client: PluginClient, pool_id: str, mac: str | None = None) -> tuple[int, dict[str, object]]:
@@ -53,13 +45,12 @@ class Lan:
 
 
 @pytest.fixture
-def lan(etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Lan]:
+def lan(etcd_server: EtcdServer, socket_dir: Path, tmp_path: Path) -> Iterator[Lan]:
     prefix = f"/shrike-plugin-{uuid.uuid4().hex}/"
     store = EtcdStore([etcd_server.url], prefix=prefix)
     ipam = Ipam(store)
     ipam.declare_host_range("198.51.100.1/24", "198.51.100.9/24", "198.51.100.254")
     ipam.declare_ip_range(*CONTAINER_RANGE)
-    socket_dir = Path(tempfile.mkdtemp(prefix="shk-conc-", dir="/tmp"))
     store_args = ["--cluster-store", etcd_server.url, "--store-prefix", prefix]
     result = Lan(store, ipam)
     try:
@@ -71,7 +62,6 @@ def lan(etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Lan]:
         for server in result.servers.values():
             server.stop()
         store.close()
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def pool_of(server: ServerProcess) -> str:

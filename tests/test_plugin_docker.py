@@ -4,93 +4,15 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import docker.types
 import pytest
 from docker.models.networks import Network
 
-from shrike_cli.ipam import Ipam
 from shrike_cli.pools import Pool, Pools
-from shrike_cli.stores import EmbeddedStore
 from tests.fixtures.dockerd import DockerDaemon, Tracker
-from tests.fixtures.netns import free_name
-from tests.test_plugin_protocol import HOST_ADDRESS, ROUTER, SUBNET, ServerProcess, declare_lan
+from tests.fixtures.plugin import HOST_ADDRESS, ROUTER, SUBNET, Plugin, endpoint, run
 
 pytestmark = pytest.mark.docker
-
-
-@dataclass
-class Plugin:
-    """A running ``shrike server`` and an Ipam on its embedded store, to look inside."""
-
-    name: str
-    server: ServerProcess
-    ipam: Ipam
-
-
-@pytest.fixture
-def plugin(request: pytest.FixtureRequest, dockerd: DockerDaemon, tmp_path: Path) -> Iterator[Plugin]:
-    """``shrike server`` on an embedded store with the test LAN declared; a test marked
-    ``follow_docker`` gets it with ``--follow-docker``, as operators run it."""
-    state = tmp_path / "state"
-    store = EmbeddedStore(state / "shrike.db")
-    # This process and the server run on the same machine: the same host name.
-    ipam = Ipam(store)
-    declare_lan(ipam)
-    follow = request.node.get_closest_marker("follow_docker") is not None
-    server = ServerProcess(
-        ["--state-dir", str(state)],
-        Path(dockerd.plugin_dir),
-        dockerd.unique_plugin_name(),
-        tmp_path / "server.log",
-        server_args=["--follow-docker"] if follow else [],
-        env=dockerd.env,
-    )
-    try:
-        server.start()
-        yield Plugin(server.name, server, ipam)
-    finally:
-        server.stop()
-        store.close()
-
-
-@pytest.fixture
-def network(plugin: Plugin, dockerd: DockerDaemon, docker_cleanup: Tracker) -> Network:
-    """``docker network create --ipam-driver PLUGIN --subnet 198.51.100.0/24 --gateway
-    198.51.100.39 --aux-address DefaultGatewayIPv4=198.51.100.254``, removed before the
-    plugin stops (docker_cleanup is set up after the plugin)."""
-    pool = docker.types.IPAMPool(subnet=SUBNET, gateway=HOST_ADDRESS, aux_addresses={"DefaultGatewayIPv4": ROUTER})
-    created = dockerd.client.networks.create(
-        f"shk-{uuid.uuid4().hex[:12]}",
-        driver="bridge",
-        ipam=docker.types.IPAMConfig(driver=plugin.name, pool_configs=[pool]),
-        options={
-            "com.docker.network.bridge.name": free_name("shkb"),
-            "com.docker.network.bridge.enable_ip_masquerade": "false",
-        },
-    )
-    docker_cleanup.track_network(created)
-    return created
-
-
-def run(dockerd: DockerDaemon, docker_cleanup: Tracker, network: Network, *args: str) -> tuple[str, str]:
-    """``docker run -d --net NETWORK ARGS busybox sleep 300``; returns the container name
-    and the CLI's stderr (empty on success). The container is removed after the test."""
-    name = f"shk-{uuid.uuid4().hex[:12]}"
-    docker_cleanup.track_container(name)
-    result = dockerd.docker_cli(
-        "run", "-d", "--name", name, "--net", network.name, *args, dockerd.image, "sleep", "300", check=False
-    )
-    return name, result.stderr if result.returncode else ""
-
-
-def endpoint(dockerd: DockerDaemon, container: str, network: Network) -> dict[str, str]:
-    info = dockerd.client.api.inspect_container(container)
-    return info["NetworkSettings"]["Networks"][network.name]
 
 
 def test_network_create_records_gateway_and_aux(plugin: Plugin, network: Network, dockerd: DockerDaemon) -> None:

@@ -6,21 +6,16 @@ bodies, no Content-Type, ``Options: null`` for aux addresses, the MAC for endpoi
 
 from __future__ import annotations
 
-import contextlib
 import grp
-import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,22 +29,13 @@ from shrike_cli.plugin.client import PluginClient
 from shrike_cli.plugin.server import CONTENT_TYPE
 from shrike_cli.pools import Pool, Pools
 from shrike_cli.stores.base import Store
+from tests.fixtures.plugin import HOST_ADDRESS, ROUTER, SHRIKE, SUBNET, ServerProcess, declare_lan
 
-SUBNET = "198.51.100.0/24"
-HOST_ADDRESS = "198.51.100.39"
-ROUTER = "198.51.100.254"
 POOL_ID = "shrike/198.51.100.0/24"
 MAC = "02:42:c6:33:64:0a"
 THIS_HOST = "host-a"
 
 GATEWAY_OPTIONS = {"RequestAddressType": "com.docker.network.gateway"}
-
-
-def declare_lan(ipam: Ipam) -> None:
-    """198.51.100.0/24: hosts .1-.99 (this host .39), containers .100-.199, router .254."""
-    ipam.declare_host_range("198.51.100.1/24", "198.51.100.99/24", ROUTER)
-    ipam.declare_ip_range("198.51.100.100/24", "198.51.100.199/24")
-    ipam.claim_host(HOST_ADDRESS)
 
 
 def pool_request(subnet: str = SUBNET, sub_pool: str = "", **extra: Any) -> dict[str, Any]:
@@ -63,14 +49,6 @@ def address_request(address: str = "", options: dict[str, str] | None = None, po
 
 def container_options(mac: str = MAC) -> dict[str, str]:
     return {"com.docker.network.endpoint.macaddress": mac}
-
-
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    # Short: a unix socket path must fit in 108 bytes, pytest's tmp_path may not.
-    directory = Path(tempfile.mkdtemp(prefix="shk-plugin-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -529,90 +507,9 @@ def test_stop_waits_for_a_request_in_progress_and_answers_it(ipam: Ipam, socket_
 
 
 # ------------------------------------------------------------------ the command
-SHRIKE = [sys.executable, "-m", "shrike_cli"]
-
-
 def shrike(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the command line to its end."""
     return subprocess.run([*SHRIKE, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-class ServerProcess:
-    """``shrike [STORE OPTIONS] --debug server`` as a subprocess (also used by the
-    concurrency and docker tests). It dies with the test process, and :meth:`stop`
-    ends it by its pid."""
-
-    def __init__(
-        self,
-        store_args: Sequence[str],
-        plugin_dir: Path,
-        name: str,
-        log_path: Path,
-        server_args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.store_args = list(store_args)
-        self.server_args = list(server_args)
-        self.env = env
-        self.plugin_dir = plugin_dir
-        self.name = name
-        self.path = plugin_dir / f"{name}.sock"
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        """Start it and wait until it answers Plugin.Activate."""
-        argv = [
-            # TERM (it then removes its socket) if the test process dies first.
-            "setpriv", "--pdeathsig", "TERM",
-            *SHRIKE, "--debug", *self.store_args,
-            "server", "--plugin-dir", str(self.plugin_dir), "--plugin-name", self.name, *self.server_args,
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=self.env
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            with (
-                contextlib.suppress(OSError, ValueError, http.client.HTTPException),
-                PluginClient(self.path, timeout=2.0) as client,
-            ):
-                if client.call("Plugin.Activate")[0] == 200:
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"shrike server did not start:\n{self.log()}")
-            time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int, timeout: float = 20.0) -> int:
-        """Send ``signum`` and wait for the exit status."""
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signum)
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not go; the socket never outlives the test."""
-        if self.process is not None:
-            try:
-                self.signal(signal.SIGTERM)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-            self.process = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -14,18 +14,9 @@ from shrike_cli.model import STATE_HELD, STATE_RELEASED, STATE_RESERVED
 from shrike_cli.owners import host_container_leases
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.reconcile import PeriodicReconcile, format_duration, parse_duration
-from tests import test_allocator, test_plugin_docker
-from tests.fixtures import plugin as plugin_fixtures
 from tests.fixtures.dockerd import DockerDaemon, Tracker
-from tests.fixtures.plugin import SMALL_SUBNET, SmallLan, docker_connect, wait_until
-from tests.test_allocator import LAN
-from tests.test_plugin_docker import run
-from tests.test_plugin_protocol import SHRIKE
-
-# Fixtures, found by pytest under these names.
-ipam = test_allocator.ipam
-plugin = test_plugin_docker.plugin
-small_lan = plugin_fixtures.small_lan
+from tests.fixtures.plugin import SHRIKE, SMALL_SUBNET, SmallLan, docker_connect, run, wait_until
+from tests.fixtures.stores import LAN
 
 MAC = "02:00:5e:00:53:01"
 RESERVED_MAC = "02:00:5e:00:53:02"
@@ -50,22 +41,22 @@ def test_ages_read_as_the_two_largest_units() -> None:
 
 
 # ------------------------------------------------------------ the Ipam, no docker
-def test_release_if_unchanged_is_a_compare_and_swap_on_the_lease(ipam: Ipam) -> None:
-    ip = ipam.request_address(LAN, mac=MAC).ip
-    [(_, stale)] = ipam.lease_entries()
+def test_release_if_unchanged_is_a_compare_and_swap_on_the_lease(lan_ipam: Ipam) -> None:
+    ip = lan_ipam.request_address(LAN, mac=MAC).ip
+    [(_, stale)] = lan_ipam.lease_entries()
     # Released and taken again (the same MAC gets the same address) after the snapshot.
-    ipam.release_address(ip)
-    assert ipam.request_address(LAN, mac=MAC).ip == ip
-    assert ipam.release_if_unchanged(ip, stale) is None
-    assert ipam.lease(ip).state == STATE_HELD
+    lan_ipam.release_address(ip)
+    assert lan_ipam.request_address(LAN, mac=MAC).ip == ip
+    assert lan_ipam.release_if_unchanged(ip, stale) is None
+    assert lan_ipam.lease(ip).state == STATE_HELD
 
-    [(_, current)] = ipam.lease_entries()
-    assert ipam.release_if_unchanged(ip, current).state == STATE_RELEASED
+    [(_, current)] = lan_ipam.lease_entries()
+    assert lan_ipam.release_if_unchanged(ip, current).state == STATE_RELEASED
     # A leaked reservation goes back to reserved, as when its container stops.
-    named = ipam.reserve("web1").ip
-    ipam.request_address(LAN, named)
-    [revision] = [rev for lease, rev in ipam.lease_entries() if lease.ip == named]
-    assert ipam.release_if_unchanged(named, revision).state == STATE_RESERVED
+    named = lan_ipam.reserve("web1").ip
+    lan_ipam.request_address(LAN, named)
+    [revision] = [rev for lease, rev in lan_ipam.lease_entries() if lease.ip == named]
+    assert lan_ipam.release_if_unchanged(named, revision).state == STATE_RESERVED
 
 
 def test_an_unreachable_dockerd_is_one_line(tmp_path: Path) -> None:
