@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -288,10 +288,6 @@ class Lease:
         known["users"] = tuple(known.get("users", ()))
         known["owner"] = dict(known.get("owner", {}))
         return cls(**known)
-
-
-def sort_by_address(addresses: Iterable[str]) -> list[str]:
-    return sorted(addresses, key=ip_to_int)
 
 
 def validate_mac(text: str) -> str:
