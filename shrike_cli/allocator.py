@@ -22,14 +22,14 @@ hosts never hand out the same address and never fail because of each other.
 from __future__ import annotations
 
 import copy
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from .errors import Conflict, ShrikeError
+from .cas import Retry, update
+from .errors import Conflict
 from .model import (
     KIND_CONTAINER,
     STATE_RELEASED,
@@ -91,26 +91,6 @@ class Window:
 
     def contains(self, ip: int) -> bool:
         return self.start <= ip <= self.end
-
-
-class ContentionTimeout(ShrikeError):
-    """Retries did not get through before the deadline (the store is overloaded)."""
-
-
-class Retry:
-    """Deadline and back-off for optimistic transactions that lost a race."""
-
-    def __init__(self, max_wait: float) -> None:
-        self.deadline = time.monotonic() + max_wait
-        self.conflicts = 0
-
-    def conflict(self) -> None:
-        self.conflicts += 1
-        if time.monotonic() > self.deadline:
-            raise ContentionTimeout(f"gave up after {self.conflicts} conflicting attempts")
-        if self.conflicts > 3:
-            # Jitter breaks lock-step retries between many contending clients.
-            time.sleep(random.uniform(0, min(0.05, 0.001 * self.conflicts)))
 
 
 class Allocator:
@@ -376,21 +356,20 @@ class Allocator:
         released: if it was written since (released, taken again), nothing changes and
         the answer is None.
         """
-        retry = Retry(self.max_wait)
         key = lease_key(ip)
-        while True:
-            entry = self.store.get(key)
+
+        def decide(entry: Entry | None) -> tuple[Lease | None, list[Op]]:
             if entry is None or (expected_revision is not None and entry.revision != expected_revision):
-                return None
+                return None, []
             old = Lease.from_json(entry.value)
             if old.kind != KIND_CONTAINER or old.state == STATE_RELEASED:
-                return old
+                return old, []
             ops: list[Op] = []
             if not old.name:
                 new = self._released(old)
             elif not end_reservation:
                 if old.state == STATE_RESERVED:
-                    return old
+                    return old, []
                 new = replace(old, state=STATE_RESERVED, since=now_iso(), owner={})
             else:
                 ops.append(Delete(name_key(old.name)))
@@ -398,9 +377,9 @@ class Allocator:
             ops.append(Put(key, new.to_json()))
             if new.free_key:
                 ops.append(Put(new.free_key, {"ip": new.ip, "mac": new.mac}))
-            if self.store.txn([(key, entry.revision)], ops).succeeded:
-                return new
-            retry.conflict()
+            return new, ops
+
+        return update(self.store, key, decide, max_wait=self.max_wait)
 
     @staticmethod
     def _released(old: Lease) -> Lease:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from .allocator import LEASES, Allocator, PreconditionFailed, Window, describe, lease_key, name_key
+from .cas import update
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
     KIND_CONTAINER,
@@ -35,7 +36,7 @@ from .model import (
     validate_mac,
 )
 from .ranges import Declared, declare_host_range, declare_ip_range, load_config
-from .stores.base import Delete, Put, Store
+from .stores.base import Delete, Entry, Op, Put, Store
 
 T = TypeVar("T")
 
@@ -277,15 +278,16 @@ class Ipam:
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""
         parse_address(ip, "--host", prefix="forbidden")
-        while True:
-            entry = self.store.get(lease_key(ip))
+
+        def decide(entry: Entry | None) -> tuple[Lease, list[Op]]:
             if entry is None:
                 raise NotFound(f"no host holds {ip}")
             lease = Lease.from_json(entry.value)
             if lease.kind != KIND_HOST:
                 raise InvalidInput(f"{ip} is a {lease.kind} address, not a host's")
-            if self.store.txn([(entry.key, entry.revision)], [Delete(entry.key)]).succeeded:
-                return lease
+            return lease, [Delete(entry.key)]
+
+        return update(self.store, lease_key(ip), decide, max_wait=self.allocator.max_wait)
 
     # ------------------------------------------------------- gateway and aux
     def request_gateway(self, subnet: str, ip: str, *, kind: str = KIND_GATEWAY) -> Lease:
@@ -301,30 +303,31 @@ class Ipam:
         return self._update_shared(ip, kind=kind, subnet=str(pool))
 
     def _update_shared(self, ip: str, *, kind: str = "", subnet: str = "", remove: bool = False) -> Lease | None:
-        while True:
-            entry = self.store.get(lease_key(ip))
+        def decide(entry: Entry | None) -> tuple[Lease | None, list[Op]]:
             old = Lease.from_json(entry.value) if entry else None
             if old is not None and old.kind == KIND_HOST:
                 if old.host != self.host and not remove:
                     raise Conflict(f"{ip} is the address of host {old.host}")
-                return old
+                return old, []
             if old is not None and old.kind == KIND_CONTAINER:
                 if remove:
-                    return old
+                    return old, []
                 raise Conflict(f"{ip} is already in use ({describe(old)})")
             users = set(old.users) if old else set()
             if remove:
                 if old is None:
-                    return None
+                    return None, []
                 users.discard(self.host)
                 new = replace(old, users=tuple(sorted(users)))
             else:
                 users.add(self.host)
                 base = old or Lease(ip=ip, kind=kind, state=STATE_HELD, subnet=subnet, host=self.host, since=now_iso())
                 new = replace(base, users=tuple(sorted(users)))
-            op = Put(lease_key(ip), new.to_json()) if new.users else Delete(lease_key(ip))
-            if old == new or self.store.txn([(lease_key(ip), entry.revision if entry else 0)], [op]).succeeded:
-                return new
+            if old == new:
+                return new, []
+            return new, [Put(lease_key(ip), new.to_json()) if new.users else Delete(lease_key(ip))]
+
+        return update(self.store, lease_key(ip), decide, max_wait=self.allocator.max_wait)
 
     # ----------------------------------------------------------------- reads
     def lease(self, ip: str) -> Lease | None:

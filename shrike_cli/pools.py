@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .allocator import Retry
+from .cas import update
 from .errors import InvalidInput
 from .model import Subnet
-from .stores.base import Delete, Put, Store
+from .stores.base import Delete, Entry, Op, Put, Store
 
 POOLS = "pools/"
 ID_PREFIX = "shrike/"
@@ -101,17 +101,14 @@ class Pools:
         return [Pool.from_json(entry.value) for entry in self.store.get_prefix(POOLS)]
 
     def _update(self, pool: Pool, delta: int) -> Pool:
-        retry = Retry(self.max_wait)
-        while True:
-            entry = self.store.get(pool.key)
+        def decide(entry: Entry | None) -> tuple[Pool, list[Op]]:
             old = dict(Pool.from_json(entry.value).refs) if entry else {}
             refs = {host: n for host, n in old.items() if host != self.host}
             if (count := old.get(self.host, 0) + delta) > 0:
                 refs[self.host] = count
             new = replace(pool, refs=refs)
             if refs == old:
-                return new
-            op = Put(pool.key, new.to_json()) if refs else Delete(pool.key)
-            if self.store.txn([(pool.key, entry.revision if entry else 0)], [op]).succeeded:
-                return new
-            retry.conflict()
+                return new, []
+            return new, [Put(pool.key, new.to_json()) if refs else Delete(pool.key)]
+
+        return update(self.store, pool.key, decide, max_wait=self.max_wait)

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from .allocator import ContentionTimeout, Retry
+from .cas import ContentionTimeout, update
 from .errors import InvalidInput
 from .model import (
     KIND_CONTAINER,
@@ -27,7 +27,7 @@ from .model import (
     parse_address,
     parse_range,
 )
-from .stores.base import Put, Store
+from .stores.base import Entry, Op, Put, Store
 
 CONFIG_KEY = "config"
 
@@ -74,18 +74,16 @@ def load_config(store: Store) -> tuple[Config, int]:
 def _update(store: Store, change: Callable[[Config], Config | None]) -> Config:
     """Apply ``change`` to the stored config with compare-and-swap, retrying on races.
     ``change`` returns None when there is nothing to write."""
-    retry = Retry(30.0)
-    while True:
-        config, revision = load_config(store)
+
+    def decide(entry: Entry | None) -> tuple[Config, list[Op]]:
+        config = Config.from_json(entry.value) if entry else Config()
         new = change(config)
-        if new is None:
-            return config
-        if store.txn([(CONFIG_KEY, revision)], [Put(CONFIG_KEY, new.to_json())]).succeeded:
-            return new
-        try:
-            retry.conflict()
-        except ContentionTimeout as err:
-            raise ContentionTimeout(f"could not update the range declarations: {err}") from None
+        return (config, []) if new is None else (new, [Put(CONFIG_KEY, new.to_json())])
+
+    try:
+        return update(store, CONFIG_KEY, decide, max_wait=30.0)
+    except ContentionTimeout as err:
+        raise ContentionTimeout(f"could not update the range declarations: {err}") from None
 
 
 def _check_free_of_ranges(config: Config, new: AddressRange, kind: str) -> None:
