@@ -290,14 +290,14 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
 
 def declarations(config: Config) -> Check:
     """A LAN subnet and a container range are declared; each LAN has container addresses."""
-    if not config.gateways:
+    if not config.lans:
         return Check(
             "declarations",
             FAIL,
             "no LAN subnet is declared",
             "declare it: shrike host-range --ip-start=FIRST/LEN --ip-end=LAST/LEN --gateway=ROUTER",
         )
-    lans = [Subnet.parse(cidr) for cidr in sorted(config.gateways)]
+    lans = sorted(config.lans)
     if not config.ip_ranges:
         return Check(
             "declarations",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..stores import DB_NAME, default_state_dir
+from ..stores import store_file
 from . import output
 from .app import app
 from .output import Format, OutputOption
@@ -39,8 +39,8 @@ def doctor(
     from ..doctor import FAIL, WARN, Target, diagnose, failed
 
     options = globals_of(ctx)
-    store_file = None if options.cluster_store else (options.state_dir or default_state_dir()) / DB_NAME
-    target = Target(options.store, store_file, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
+    store_path = None if options.cluster_store else store_file(options.state_dir)
+    target = Target(options.store, store_path, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
     with output.progress(fmt, "checking") as progress:
         checks = diagnose(target, progress.update)
     if fmt is Format.json:
