@@ -33,7 +33,7 @@ from .stores.base import Store
 if TYPE_CHECKING:
     import docker
 
-    from .hostnet.plan import HostView
+    from .hostnet.hostview import HostView
 
 log = logging.getLogger("shrike.doctor")
 
@@ -445,7 +445,7 @@ def bridge_checks(
 
 
 def _default_route(host: HostView, bridge: str, router: str | None) -> Check:
-    from .hostnet.plan import TABLE_MAIN
+    from .hostnet.hostview import TABLE_MAIN
 
     defaults = [
         (route.metric or 0, dev, route)

@@ -35,8 +35,7 @@ from ..errors import ShrikeError
 from ..ipam import Ipam
 from ..model import KIND_HOST
 from . import docker_net, persist
-from .links import Netlink, describe_netlink_error
-from .plan import (
+from .actions import (
     Action,
     AddAddresses,
     AddShim,
@@ -44,18 +43,15 @@ from .plan import (
     CreateNetwork,
     DeleteAddresses,
     MoveRoute,
-    Plan,
     ReleaseLease,
     RemoveNetwork,
     RemoveShim,
-    Request,
     SetMac,
     SetMaster,
     WriteFiles,
-    build_setup,
-    build_teardown,
-    lan_of,
 )
+from .links import Netlink, describe_netlink_error
+from .plan import Plan, Request, build_setup, build_teardown, lan_of
 
 Undo = Callable[[], Any]
 Record = Callable[[Undo], None]
