@@ -175,14 +175,14 @@ class _Diagnosis:
 
     # ----------------------------------------------------------------- docker
     def docker(self) -> Iterator[Check]:
-        from .owners import DockerUnreachable, docker_client, docker_errors
+        from .docker_api import DockerError, docker_client, docker_errors
 
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
         try:
             client = docker_client(timeout=self.target.docker_timeout)
             with docker_errors():
                 version = client.version()
-        except DockerUnreachable as err:
+        except DockerError as err:
             hint = (
                 "run as root, or as a member of the docker group"
                 if "Permission denied" in str(err)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..owners import docker_client
+from ..docker_api import docker_client
 from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
 from . import output
 from .app import app
