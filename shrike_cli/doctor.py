@@ -33,7 +33,7 @@ from .stores.base import Store
 if TYPE_CHECKING:
     import docker
 
-    from .hostnet.plan import HostView
+    from .hostnet.hostview import HostView
 
 log = logging.getLogger("shrike.doctor")
 
@@ -175,14 +175,14 @@ class _Diagnosis:
 
     # ----------------------------------------------------------------- docker
     def docker(self) -> Iterator[Check]:
-        from .owners import DockerUnreachable, docker_client, docker_errors
+        from .docker_api import DockerError, docker_client, docker_errors
 
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
         try:
             client = docker_client(timeout=self.target.docker_timeout)
             with docker_errors():
                 version = client.version()
-        except DockerUnreachable as err:
+        except DockerError as err:
             hint = (
                 "run as root, or as a member of the docker group"
                 if "Permission denied" in str(err)
@@ -445,7 +445,7 @@ def bridge_checks(
 
 
 def _default_route(host: HostView, bridge: str, router: str | None) -> Check:
-    from .hostnet.plan import TABLE_MAIN
+    from .hostnet.hostview import TABLE_MAIN
 
     defaults = [
         (route.metric or 0, dev, route)

@@ -29,10 +29,12 @@ from typing import Any
 
 import docker
 
+from .background import BackgroundTask
+from .docker_api import DockerConnect, docker_client, docker_errors
 from .errors import InvalidInput
 from .ipam import Ipam
 from .model import Lease
-from .owners import BackgroundTask, DockerConnect, docker_client, docker_errors, endpoints, host_container_leases
+from .owners import endpoints, host_container_leases
 
 log = logging.getLogger("shrike.reconcile")
 

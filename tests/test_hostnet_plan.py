@@ -11,24 +11,10 @@ import pytest
 
 from shrike_cli.errors import Conflict, InvalidInput, NotFound
 from shrike_cli.hostnet import persist
+from shrike_cli.hostnet.actions import AddShim, ClaimLease, CreateNetwork, WriteFiles
 from shrike_cli.hostnet.docker_net import LABEL_PREFIX, NetworkView
-from shrike_cli.hostnet.plan import (
-    Address,
-    AddShim,
-    ClaimLease,
-    CreateNetwork,
-    HostView,
-    Link,
-    Plan,
-    Request,
-    Route,
-    WriteFiles,
-    build_setup,
-    build_teardown,
-    labels_of,
-    lan_of,
-    move_order,
-)
+from shrike_cli.hostnet.hostview import Address, HostView, Link, Route
+from shrike_cli.hostnet.plan import Plan, Request, build_setup, build_teardown, labels_of, lan_of, move_order
 from shrike_cli.hostnet.setup import Env, TransactionFailed, run
 from shrike_cli.model import Config, Lease, parse_range
 

@@ -152,11 +152,10 @@ def shrike_networks(ctx: typer.Context) -> Iterator[Candidate]:
     """
     # Imported here: the Docker SDK takes a good part of a second to load, which only
     # this completion should pay.
-    import docker
-
+    from ..docker_api import docker_client
     from ..hostnet.docker_net import LABEL_PREFIX
 
-    with contextlib.closing(docker.from_env(version="auto", timeout=DOCKER_TIMEOUT)) as client:
+    with contextlib.closing(docker_client(DOCKER_TIMEOUT)) as client:
         networks = client.api.networks(filters={"label": LABEL_PREFIX + "mode"})
     for network in sorted(networks, key=lambda n: n["Name"]):
         labels = {k.removeprefix(LABEL_PREFIX): v for k, v in (network.get("Labels") or {}).items()}

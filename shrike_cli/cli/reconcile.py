@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ..owners import docker_client
+from ..docker_api import docker_client
 from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
 from . import output
 from .app import app
-from .leases import _row as lease_row
+from .leases import lease_row
 from .output import Format, OutputOption
 from .state import globals_of
 
