@@ -264,7 +264,7 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
     me = ipam.host
     record = f"shrike create-network --ip {host_ip or 'HOST_IP'} --name {network} records it"
     if host_ip is None:
-        mine = [lease.ip for lease in ipam.leases() if lease.kind == KIND_HOST and lease.host == me]
+        mine = ipam.own_addresses()
         if not mine:
             return Check("host lease", FAIL, f"no address is recorded as this host's ({me})", record)
         return Check("host lease", OK, f"{', '.join(mine)} recorded as this host's ({me})")
@@ -276,7 +276,7 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
             f"{host_ip}, this host's address on {network}, is not recorded in the store",
             f"{record} (on a host already set up it changes nothing else)",
         )
-    if lease.kind != KIND_HOST or lease.host != me:
+    if not lease.is_host_of(me):
         holder = f"host {lease.host}'s" if lease.kind == KIND_HOST else f"a {lease.kind} address"
         return Check(
             "host lease",

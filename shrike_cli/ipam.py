@@ -315,9 +315,13 @@ class Ipam:
 
         return self.state.update_lease(ip, decide, max_wait=self.max_wait)
 
-    def own_addresses(self, subnet: Subnet) -> list[IPv4]:
-        """This host's own LAN addresses (recorded by ``create-network``) in ``subnet``."""
-        return [lease.ip for lease in self.leases() if lease.is_host_of(self.host) and subnet.contains(int(lease.ip))]
+    def own_addresses(self, subnet: Subnet | None = None) -> list[IPv4]:
+        """This host's own LAN addresses (recorded by ``create-network``), in ``subnet`` if given."""
+        return [
+            lease.ip
+            for lease in self.leases()
+            if lease.is_host_of(self.host) and (subnet is None or subnet.contains(int(lease.ip)))
+        ]
 
     # ------------------------------------------------------- gateway and aux
     def request_gateway(self, pool: Pool | Subnet | str, ip: str, *, kind: str = KIND_GATEWAY) -> Lease:

@@ -355,13 +355,14 @@ class Lease:
 
     @property
     def holder(self) -> str:
-        """Who holds the address, as far as the record knows: the container's name, the
-        reservation's, or the host that took it ("" when nothing is known)."""
-        return self.owner.get("name") or self.name or self.host
+        """The container or reservation holding the address, as far as the record knows:
+        the container's name, else its short id, else the reservation's name ("")."""
+        return self.owner.get("name") or self.owner.get("container_id", "")[:12] or self.name
 
     def describe(self) -> str:
         """A short phrase for messages: ``container held by web1``."""
-        return f"{self.kind} {self.state}" + (f" by {self.holder}" if self.holder else "")
+        who = self.holder or self.host
+        return f"{self.kind} {self.state}" + (f" by {who}" if who else "")
 
     def to_json(self) -> dict[str, Any]:
         # Shallow on purpose: asdict deep-copies, and this is on every allocation's path.

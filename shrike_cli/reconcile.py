@@ -210,5 +210,5 @@ class PeriodicReconcile(BackgroundTask):
             for leak in report.leaks:
                 if leak.status == RELEASED:
                     lease = leak.lease
-                    who = lease.owner.get("name") or lease.mac or "an unknown container"
+                    who = lease.holder or lease.mac or "an unknown container"
                     log.warning("released %s: taken %s by %s, no container holds it", lease.ip, lease.since, who)

@@ -116,7 +116,7 @@ def _lease_candidates(ctx: typer.Context, kind: str) -> Iterator[Candidate]:
         for lease in ipam.leases():
             if lease.kind != kind:
                 continue
-            holder = lease.owner.get("name") or lease.name
+            holder = lease.holder
             where = f"on {lease.host}" if lease.host else ""
             yield lease.ip, " ".join(part for part in (lease.state, holder, where) if part)
 

@@ -36,7 +36,7 @@ class Kind(str, Enum):
 
 def lease_row(lease: Lease) -> dict[str, object]:
     """A lease as a row of :data:`LEASE_COLUMNS` (also the start of ``reconcile``'s rows)."""
-    owner = lease.owner.get("name") or lease.owner.get("container_id", "")[:12] or lease.name
+    owner = lease.holder
     if lease.name and owner != lease.name:
         owner = f"{owner} ({lease.name})" if owner else lease.name
     host = lease.host if not lease.users else ",".join(lease.users)

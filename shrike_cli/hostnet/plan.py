@@ -150,7 +150,7 @@ def _check_lease(lease: Lease | None, me: str, host_ip: str) -> bool:
     """Whether HOST_IP is already this host's lease; an error if someone else's."""
     if lease is None:
         return False
-    if lease.kind == KIND_HOST and lease.host == me:
+    if lease.is_host_of(me):
         return True
     holder = f"host {lease.host}" if lease.kind == KIND_HOST else f"a {lease.kind} address"
     raise Conflict(f"{host_ip} is already recorded as {holder}; give this host's own address")
@@ -340,7 +340,7 @@ def build_teardown(
     uplink = host.link(labels["uplink"])
     if uplink is None:
         raise NotFound(f"the uplink {labels['uplink']} recorded on {name} is gone: nothing to move back")
-    held = lease is not None and lease.kind == KIND_HOST and lease.host == me
+    held = lease is not None and lease.is_host_of(me)
     release: tuple[Action, ...] = (ReleaseLease(labels["host-ip"]),) if held else ()
     remove = RemoveNetwork(name, network.containers)
     bridge = labels.get("bridge")

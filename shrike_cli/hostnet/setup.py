@@ -34,7 +34,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import ShrikeError
 from ..ipam import Ipam
-from ..model import KIND_HOST
 from . import docker_net, persist
 from .actions import (
     Action,
@@ -194,7 +193,7 @@ def apply(action: Action, env: Env, record: Record) -> None:
 @apply.register
 def _claim(action: ClaimLease, env: Env, record: Record) -> None:
     current = env.ipam.lease(action.ip)
-    if current is not None and current.kind == KIND_HOST and current.host == env.ipam.host:
+    if current is not None and current.is_host_of(env.ipam.host):
         return
     env.ipam.claim_host(action.ip)
     record(partial(env.ipam.release_host, action.ip))
