@@ -10,6 +10,7 @@ import typer
 from ..stores import store_file
 from . import output
 from .app import app
+from .compat import PLUGIN_NAME, PluginNameOption
 from .output import Format, OutputOption
 from .state import globals_of
 
@@ -19,9 +20,7 @@ COLUMNS = [("status", "STATUS"), ("name", "CHECK"), ("detail", "FOUND"), ("hint"
 @app.command("doctor")
 def doctor(
     ctx: typer.Context,
-    plugin_name: Annotated[
-        str, typer.Option("--plugin-name", help="The name 'shrike server' runs with, and networks use.")
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     plugin_dir: Annotated[
         Path, typer.Option("--plugin-dir", help="Where the plugin socket is.", file_okay=False)
     ] = Path("/run/docker/plugins"),

@@ -10,6 +10,7 @@ import typer
 
 from . import complete, output
 from .app import app
+from .compat import PLUGIN_NAME, PluginNameOption
 from .output import Format, OutputOption
 from .state import globals_of
 
@@ -82,9 +83,7 @@ def create_network(
             autocompletion=complete.interfaces,
         ),
     ] = None,
-    plugin_name: Annotated[
-        str, typer.Option("--plugin-name", help="The IPAM plugin's name, as given to 'shrike server'.")
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     mode: Annotated[
         Mode,
         typer.Option(
