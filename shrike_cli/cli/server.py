@@ -33,13 +33,14 @@ def server(
     follow_docker: Annotated[
         bool,
         typer.Option(
-            "--follow-docker",
+            "--follow-docker/--no-follow-docker",
             envvar="SHRIKE_FOLLOW_DOCKER",
             show_envvar=True,
-            help="Record on each lease the container and network holding it, following dockerd"
-            " (DOCKER_HOST, else the local socket) through its events; reconnects when dockerd restarts.",
+            help="Follow dockerd (DOCKER_HOST, else the local socket) through its events: record on each"
+            " lease the container and network holding it, keep a stopped container's address for it until"
+            " it is removed, and reconnect when dockerd restarts.",
         ),
-    ] = False,
+    ] = True,
     reconcile_every: Annotated[
         float | None,
         typer.Option(
@@ -59,8 +60,7 @@ def server(
     path = socket_path(plugin_dir, plugin_name)
     ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
-        if follow_docker:
-            helpers.enter_context(OwnerTracker(ipam))
+        tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
         if reconcile_every:
             helpers.enter_context(PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name))
-        PluginServer(Driver(ipam), path).run()
+        PluginServer(Driver(ipam, tracker), path).run()
