@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shrike_cli.cli import app
+from tests.fixtures import project_version
 
 Run = Callable[..., "Result"]
 
@@ -182,11 +182,8 @@ def test_console_scripts(script: str, tmp_path: Path) -> None:
 def test_version_is_the_one_of_pyproject(argv: list[str]) -> None:
     """The installed program says the version pyproject.toml holds (through the package's
     metadata), and does nothing else: no store is opened, no command needed."""
-    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
-    match = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
-    assert match is not None
     run = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "CLUSTER_STORE": "x"})
-    assert (run.returncode, run.stdout, run.stderr) == (0, f"shrike {match[1]}\n", "")
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"shrike {project_version()}\n", "")
 
 
 def test_unreachable_etcd_is_one_line_naming_it(tmp_path: Path) -> None:

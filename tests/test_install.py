@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from shrike_cli.plugin.client import PluginClient
-from tests.fixtures.fresh_host import CHECKOUT, FreshHost, disk_usage
+from tests.fixtures import project_version
+from tests.fixtures.fresh_host import CHECKOUT, REPO, FreshHost, disk_usage
 
-REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
 SOCKET = "run/docker/plugins/shrike.sock"
 #: What the installer puts outside /opt/shrike (the completions: see completions/README.md).
@@ -40,12 +40,6 @@ def readme_command(marker: str) -> str:
     """The fenced line after ``<!-- MARKER`` in README.md (as .ci/run reads the test line)."""
     match = re.search(rf"<!-- {marker}\b[^\n]*\n```\n(.+?)\n```", (REPO / "README.md").read_text())
     assert match is not None, f"README.md has no <!-- {marker} --> block"
-    return match[1]
-
-
-def pyproject_version() -> str:
-    match = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
-    assert match is not None
     return match[1]
 
 
@@ -124,8 +118,8 @@ def test_readme_setup_command_on_a_fresh_debian(fresh_host: FreshHost) -> None:
     assert not socket.exists()
 
     # A login shell finds the command.
-    assert succeeds(fresh_host, "shrike --version") == f"shrike {pyproject_version()}\n"
-    assert succeeds(fresh_host, "oam-docker-ipam -V") == f"shrike {pyproject_version()}\n"
+    assert succeeds(fresh_host, "shrike --version") == f"shrike {project_version()}\n"
+    assert succeeds(fresh_host, "oam-docker-ipam -V") == f"shrike {project_version()}\n"
     for path in ADDED:
         assert (fresh_host.root / path).is_file() or (fresh_host.root / path).is_symlink(), path
     assert os.readlink(fresh_host.root / "usr/local/bin/shrike") == "/opt/shrike/bin/shrike"
@@ -136,7 +130,7 @@ def test_readme_setup_command_on_a_fresh_debian(fresh_host: FreshHost) -> None:
     succeeds(fresh_host, "./install.sh")
     print(f"  ./install.sh again (upgrade): {time.monotonic() - started:.0f} s")
     assert declared_ranges(fresh_host) == ranges
-    assert succeeds(fresh_host, "shrike --version") == f"shrike {pyproject_version()}\n"
+    assert succeeds(fresh_host, "shrike --version") == f"shrike {project_version()}\n"
 
     # Uninstall: what it added goes, also the folders it made; the state stays.
     succeeds(fresh_host, "./install.sh --uninstall")
