@@ -33,7 +33,7 @@ from .stores.base import Store
 if TYPE_CHECKING:
     import docker
 
-    from .hostnet.plan import HostView
+    from .hostnet.hostview import HostView
 
 log = logging.getLogger("shrike.doctor")
 
@@ -175,14 +175,14 @@ class _Diagnosis:
 
     # ----------------------------------------------------------------- docker
     def docker(self) -> Iterator[Check]:
-        from .owners import DockerUnreachable, docker_client, docker_errors
+        from .docker_api import DockerError, docker_client, docker_errors
 
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
         try:
             client = docker_client(timeout=self.target.docker_timeout)
             with docker_errors():
                 version = client.version()
-        except DockerUnreachable as err:
+        except DockerError as err:
             hint = (
                 "run as root, or as a member of the docker group"
                 if "Permission denied" in str(err)
@@ -264,7 +264,7 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
     me = ipam.host
     record = f"shrike create-network --ip {host_ip or 'HOST_IP'} --name {network} records it"
     if host_ip is None:
-        mine = [lease.ip for lease in ipam.leases() if lease.kind == KIND_HOST and lease.host == me]
+        mine = ipam.own_addresses()
         if not mine:
             return Check("host lease", FAIL, f"no address is recorded as this host's ({me})", record)
         return Check("host lease", OK, f"{', '.join(mine)} recorded as this host's ({me})")
@@ -276,7 +276,7 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
             f"{host_ip}, this host's address on {network}, is not recorded in the store",
             f"{record} (on a host already set up it changes nothing else)",
         )
-    if lease.kind != KIND_HOST or lease.host != me:
+    if not lease.is_host_of(me):
         holder = f"host {lease.host}'s" if lease.kind == KIND_HOST else f"a {lease.kind} address"
         return Check(
             "host lease",
@@ -290,14 +290,14 @@ def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
 
 def declarations(config: Config) -> Check:
     """A LAN subnet and a container range are declared; each LAN has container addresses."""
-    if not config.gateways:
+    if not config.lans:
         return Check(
             "declarations",
             FAIL,
             "no LAN subnet is declared",
             "declare it: shrike host-range --ip-start=FIRST/LEN --ip-end=LAST/LEN --gateway=ROUTER",
         )
-    lans = [Subnet.parse(cidr) for cidr in sorted(config.gateways)]
+    lans = sorted(config.lans)
     if not config.ip_ranges:
         return Check(
             "declarations",
@@ -445,7 +445,7 @@ def bridge_checks(
 
 
 def _default_route(host: HostView, bridge: str, router: str | None) -> Check:
-    from .hostnet.plan import TABLE_MAIN
+    from .hostnet.hostview import TABLE_MAIN
 
     defaults = [
         (route.metric or 0, dev, route)

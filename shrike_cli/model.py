@@ -1,16 +1,18 @@
 """Values: addresses, subnets, ranges, the range configuration and leases.
 
-Addresses are IPv4 integers internally (cheap to compare and step through); text is
-parsed and printed with netaddr at the edges. Nothing here touches a store.
+Ranges and subnets hold IPv4 integers (cheap to compare and step through); a single
+address is an :class:`IPv4`, text that knows its integer. Text is parsed once, where it
+enters. Nothing here touches a store.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import netaddr
@@ -22,6 +24,8 @@ KIND_HOST = "host"
 KIND_GATEWAY = "gateway"
 #: Docker's auxiliary addresses (``--aux-address``), e.g. the LAN router.
 KIND_RESERVED = "reserved"
+#: Kinds whose record is shared by every host whose Docker network names the address.
+SHARED_KINDS = (KIND_GATEWAY, KIND_RESERVED)
 
 STATE_HELD = "held"
 STATE_RELEASED = "released"
@@ -40,6 +44,33 @@ def ip_to_int(text: str) -> int:
 def int_to_ip(value: int) -> str:
     """Format an IPv4 integer as dotted text (hot path: avoids netaddr)."""
     return socket.inet_ntoa(struct.pack("!I", value))
+
+
+class IPv4(str):
+    """A checked IPv4 address: its dotted text, which also knows its integer (``int(ip)``).
+
+    A ``str`` so that it is stored, printed, compared with text and written to JSON as the
+    text it is; parsed once, where it enters, so no code below parses it again.
+    """
+
+    _value: int
+
+    def __new__(cls, address: str | int) -> IPv4:
+        if isinstance(address, IPv4):
+            return address
+        if isinstance(address, int):
+            value, address = address, int_to_ip(address)
+        else:
+            value = ip_to_int(address)
+        ip = super().__new__(cls, address)
+        ip._value = value
+        return ip
+
+    def __int__(self) -> int:
+        return self._value
+
+    def __getnewargs__(self) -> tuple[str]:  # pickling (multiprocessing) rebuilds it from text
+        return (str(self),)
 
 
 def parse_address(text: str, what: str, *, prefix: str = "required") -> tuple[int, int | None]:
@@ -79,12 +110,7 @@ class Subnet:
     @classmethod
     def parse(cls, text: str, what: str = "subnet") -> Subnet:
         """Parse a CIDR (``198.51.100.0/24``); host bits set are an error."""
-        ip, length = parse_address(text, what)
-        assert length is not None
-        subnet = cls.of(ip, length)
-        if subnet.network != ip:
-            raise InvalidInput(f"{what}: '{text}' is not a network address (did you mean {subnet}?)")
-        return subnet
+        return _parse_subnet(text, what)
 
     @property
     def broadcast(self) -> int:
@@ -92,6 +118,13 @@ class Subnet:
 
     def contains(self, ip: int) -> bool:
         return self.network <= ip <= self.broadcast
+
+    def holds(self, other: Subnet) -> bool:
+        """Whether ``other`` lies wholly inside this subnet."""
+        return self.contains(other.network) and self.contains(other.broadcast)
+
+    def overlaps(self, other: Subnet) -> bool:
+        return self.holds(other) or other.holds(self)
 
     def covers(self, start: int, end: int) -> bool:
         """Whether [start, end] lies inside the subnet, off its network and broadcast addresses."""
@@ -101,6 +134,17 @@ class Subnet:
 
     def __str__(self) -> str:
         return f"{int_to_ip(self.network)}/{self.prefixlen}"
+
+
+@lru_cache(maxsize=256)
+def _parse_subnet(text: str, what: str) -> Subnet:
+    # Cached: leases name their subnet as text, and a store holds few subnets.
+    ip, length = parse_address(text, what)
+    assert length is not None
+    subnet = Subnet.of(ip, length)
+    if subnet.network != ip:
+        raise InvalidInput(f"{what}: '{text}' is not a network address (did you mean {subnet}?)")
+    return subnet
 
 
 @dataclass(frozen=True)
@@ -181,6 +225,30 @@ def parse_range(start_text: str, end_text: str) -> ParsedRange:
 
 
 @dataclass(frozen=True)
+class Window:
+    """Where dynamic addresses may come from: a container range, possibly narrowed
+    (Docker's ``--ip-range`` sub-pool) to ``[start, end]``."""
+
+    range: AddressRange
+    start: int
+    end: int
+
+    @classmethod
+    def whole(cls, r: AddressRange) -> Window:
+        return cls(r, r.start, r.end)
+
+    @property
+    def is_whole(self) -> bool:
+        return (self.start, self.end) == (self.range.start, self.range.end)
+
+    def contains(self, ip: int) -> bool:
+        return self.start <= ip <= self.end
+
+    def __str__(self) -> str:
+        return str(self.range) if self.is_whole else f"{int_to_ip(self.start)}-{int_to_ip(self.end)} of {self.range}"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything declared with ``host-range`` and ``ip-range``, stored as one document.
 
@@ -189,14 +257,14 @@ class Config:
     overlap.
     """
 
-    #: subnet CIDR -> default gateway of that LAN subnet
-    gateways: dict[str, str] = field(default_factory=dict)
+    #: the declared LAN subnets, each with its default gateway (stored as ``gateways``)
+    lans: Mapping[Subnet, IPv4] = field(default_factory=dict)
     host_ranges: tuple[AddressRange, ...] = ()
     ip_ranges: tuple[AddressRange, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "gateways": dict(sorted(self.gateways.items())),
+            "gateways": {str(lan): gateway for lan, gateway in sorted(self.lans.items())},
             "host_ranges": [r.to_json() for r in self.host_ranges],
             "ip_ranges": [r.to_json() for r in self.ip_ranges],
         }
@@ -204,7 +272,7 @@ class Config:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Config:
         return cls(
-            gateways=dict(data.get("gateways", {})),
+            lans={Subnet.parse(cidr): IPv4(gateway) for cidr, gateway in data.get("gateways", {}).items()},
             host_ranges=tuple(AddressRange.from_json(r) for r in data.get("host_ranges", [])),
             ip_ranges=tuple(AddressRange.from_json(r) for r in data.get("ip_ranges", [])),
         )
@@ -219,27 +287,25 @@ class Config:
     def host_range_of(self, ip: int) -> AddressRange | None:
         return next((r for r in self.host_ranges if r.contains(ip)), None)
 
-    def container_ranges_in(self, subnet: Subnet, sub_pool: Subnet | None = None) -> list[AddressRange]:
-        """Container ranges serving ``subnet`` (a range belongs to every subnet holding it),
-        narrowed to ``sub_pool`` when given (a range is cut to its part inside it)."""
-        ranges = [r for r in self.ip_ranges if subnet.covers(r.start, r.end)]
-        if sub_pool is None:
-            return ranges
-        narrowed = []
-        for r in ranges:
-            start, end = max(r.start, sub_pool.network), min(r.end, sub_pool.broadcast)
-            if start <= end:
-                narrowed.append(replace(r, start=start, end=end) if (start, end) != (r.start, r.end) else r)
-        return narrowed
+    def container_ranges_in(self, subnet: Subnet) -> list[AddressRange]:
+        """Container ranges serving ``subnet``: a range belongs to every subnet holding it."""
+        return [r for r in self.ip_ranges if subnet.covers(r.start, r.end)]
 
     def lan_subnet_of(self, ip: int) -> Subnet | None:
         """The declared LAN subnet (from host-range) holding ``ip``, the widest if several."""
-        candidates = [Subnet.parse(c) for c in self.gateways]
-        holding = [s for s in candidates if s.contains(ip)]
+        holding = [lan for lan in self.lans if lan.contains(ip)]
         return min(holding, key=lambda s: s.prefixlen) if holding else None
 
-    def gateway_of(self, subnet: Subnet) -> str | None:
-        return self.gateways.get(str(subnet))
+    def lan_of(self, declared: AddressRange) -> Subnet:
+        """The LAN a range belongs to: the declared LAN holding it, else (no LAN declared
+        there) the subnet it was typed in."""
+        return self.lan_subnet_of(declared.start) or declared.subnet
+
+    def gateway_of(self, subnet: Subnet) -> IPv4 | None:
+        return self.lans.get(subnet)
+
+    def is_lan_gateway(self, ip: int) -> bool:
+        return any(int(gateway) == ip for gateway in self.lans.values())
 
 
 def now_iso() -> str:
@@ -249,13 +315,13 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class Lease:
-    """Who holds an address, and since when. Stored as JSON at ``leases/<ip>``."""
+    """Who holds an address, and since when. Stored as JSON, one record per address."""
 
-    ip: str
+    ip: IPv4
     kind: str
     state: str
     #: the pool subnet the address was handed out in, e.g. ``198.51.100.0/24``
-    subnet: str
+    subnet: Subnet
     host: str = ""
     since: str = ""
     mac: str = ""
@@ -265,19 +331,43 @@ class Lease:
     name: str = ""
     #: what is known about the holder: container id/name, network, endpoint
     owner: dict[str, str] = field(default_factory=dict)
-    #: while released: the key of this address in its range's free list
+    #: while released: where the address waits in its range's free list (see :mod:`..state`)
     free_key: str = ""
     #: gateway/aux records are shared by every host whose network uses them
     users: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Text is accepted where a lease is written by hand (tests, old records) and
+        # checked here, once.
+        if not isinstance(self.ip, IPv4):
+            object.__setattr__(self, "ip", IPv4(self.ip))
+        if not isinstance(self.subnet, Subnet):
+            object.__setattr__(self, "subnet", Subnet.parse(self.subnet))
+
     @property
     def cidr(self) -> str:
         """The address with its pool's prefix length, as Docker wants it."""
-        return f"{self.ip}/{self.subnet.partition('/')[2]}"
+        return f"{self.ip}/{self.subnet.prefixlen}"
+
+    def is_host_of(self, host: str) -> bool:
+        """Whether this is ``host``'s own LAN address."""
+        return self.kind == KIND_HOST and self.host == host
+
+    @property
+    def holder(self) -> str:
+        """The container or reservation holding the address, as far as the record knows:
+        the container's name, else its short id, else the reservation's name ("")."""
+        return self.owner.get("name") or self.owner.get("container_id", "")[:12] or self.name
+
+    def describe(self) -> str:
+        """A short phrase for messages: ``container held by web1``."""
+        who = self.holder or self.host
+        return f"{self.kind} {self.state}" + (f" by {who}" if who else "")
 
     def to_json(self) -> dict[str, Any]:
         # Shallow on purpose: asdict deep-copies, and this is on every allocation's path.
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["ip"], data["subnet"] = str(self.ip), str(self.subnet)
         data["users"], data["owner"] = list(self.users), dict(self.owner)
         # Empty fields are noise for a person reading etcdctl output.
         return {k: v for k, v in data.items() if v or k in ("ip", "kind", "state", "subnet")}
@@ -288,6 +378,34 @@ class Lease:
         known["users"] = tuple(known.get("users", ()))
         known["owner"] = dict(known.get("owner", {}))
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who asks for an address: everything its lease will record but the address."""
+
+    kind: str
+    state: str
+    subnet: Subnet
+    host: str
+    mac: str = ""
+    name: str = ""
+    owner: Mapping[str, str] = field(default_factory=dict)
+
+    def lease(self, ip: IPv4, range_id: str = "") -> Lease:
+        """The lease this holder gets for ``ip`` (of the container range ``range_id``), now."""
+        return Lease(
+            ip=ip,
+            kind=self.kind,
+            state=self.state,
+            subnet=self.subnet,
+            host=self.host,
+            since=now_iso(),
+            mac=self.mac,
+            range=range_id,
+            name=self.name,
+            owner=dict(self.owner),
+        )
 
 
 def validate_mac(text: str) -> str:

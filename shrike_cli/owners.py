@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import docker
-import docker.errors
-import requests
 
-from .errors import ShrikeError
+from .background import BackgroundTask, Backoff
+from .docker_api import DockerConnect, docker_client, docker_errors
 from .ipam import Ipam
 from .model import KIND_CONTAINER, STATE_HELD, Lease
 
 log = logging.getLogger("shrike.owners")
 
-#: Seconds a call to dockerd may take (the event stream has no timeout).
-DOCKER_TIMEOUT = 30.0
 #: dockerd events after which owners may have changed. ``rename`` changes a name; the
 #: others add or remove endpoints.
 EVENT_FILTERS = {
@@ -46,42 +41,6 @@ EVENT_FILTERS = {
 SETTLE = 0.2
 #: First and longest wait before connecting to dockerd again, or retrying a sweep.
 BACKOFF = (1.0, 60.0)
-
-DockerConnect = Callable[[], docker.DockerClient]
-
-
-class DockerUnreachable(ShrikeError):
-    """dockerd could not be reached or did not answer."""
-
-
-def docker_client(timeout: float = DOCKER_TIMEOUT) -> docker.DockerClient:
-    """A client of the dockerd ``DOCKER_HOST`` names (else the local socket), with the API
-    version negotiated: dockerd may be older than the SDK."""
-    with docker_errors():
-        return docker.from_env(version="auto", timeout=timeout)
-
-
-@contextlib.contextmanager
-def docker_errors() -> Iterator[None]:
-    """Turn the SDK's failures (unreachable, refused, timed out) into one clear line."""
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise DockerUnreachable(f"cannot use dockerd at {where}: {_reason(err)}") from None
-
-
-def _reason(err: BaseException) -> str:
-    """The innermost cause (``Connection refused``), not the SDK's and requests' wrappers
-    around it; an error of dockerd's own (an API error) as it is."""
-    if isinstance(err, docker.errors.APIError):
-        return str(err.explanation or err)
-    for _ in range(10):  # the wrappers nest a few deep; never loop on a cycle
-        nested = next((a for a in err.args if isinstance(a, BaseException)), None) or err.__cause__ or err.__context__
-        if nested is None:
-            break
-        err = nested
-    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 @dataclass(frozen=True)
@@ -137,65 +96,6 @@ def record_owners(ipam: Ipam, client: docker.DockerClient) -> None:
         holders = [e for e in by_ip.get(lease.ip, []) if not (lease.mac and e.mac) or lease.mac == e.mac]
         if holders and lease.owner != holders[0].owner and ipam.set_owner(lease, revision, holders[0].owner):
             log.debug("%s is held by %s on %s", lease.ip, holders[0].container_name, holders[0].network)
-
-
-class Backoff:
-    """Waits growing from ``first`` to ``most`` seconds, cut short by ``stopping``."""
-
-    def __init__(self, stopping: threading.Event, first: float, most: float) -> None:
-        self.stopping = stopping
-        self.first, self.most = first, most
-        self.delay = first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    def wait(self) -> None:
-        """Wait the current delay (less if stopping), then double it."""
-        self.stopping.wait(self.delay)
-        self.delay = min(self.delay * 2, self.most)
-
-
-class BackgroundTask(ABC):
-    """Threads that run beside the plugin server until :meth:`stop`; a context manager.
-
-    Subclasses name their loops in :meth:`loops`; each must return soon after
-    ``self.stopping`` is set, and must never raise: the server goes on without them.
-    """
-
-    def __init__(self) -> None:
-        self.stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    @abstractmethod
-    def loops(self) -> dict[str, Callable[[], None]]:
-        """The loops to run, by thread name."""
-
-    def start(self) -> None:
-        for name, loop in self.loops().items():
-            thread = threading.Thread(target=loop, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the loops to end and wait up to ``timeout`` seconds for each; idempotent."""
-        self.stopping.set()
-        self.wake()
-        for thread in self._threads:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("%s did not stop within %g s", thread.name, timeout)
-        self._threads = []
-
-    def wake(self) -> None:  # noqa: B027 - optional: only loops that block elsewhere need it
-        """Unblock loops waiting on something other than ``stopping``."""
-
-    def __enter__(self) -> BackgroundTask:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class OwnerTracker(BackgroundTask):

@@ -7,10 +7,10 @@ and every restart names the same pool the same way, and a RequestAddress carryin
 the id says where to allocate without any lookup: dockerd stores pool ids with its
 networks and keeps using them across its own and the plugin's restarts.
 
-``pools/<subnet>[/<sub-pool>]`` = ``{"subnet": ..., "sub_pool": ..., "refs": {host: n}}``
-counts, per host, the networks using the pool (RequestPool adds one, ReleasePool drops
-one; the record goes when nobody uses it). It is bookkeeping for people and for the CLI;
-allocation never depends on it.
+A pool's record (``{"subnet": ..., "sub_pool": ..., "refs": {host: n}}``, see
+:mod:`.state`) counts, per host, the networks using the pool (RequestPool adds one,
+ReleasePool drops one; the record goes when nobody uses it). It is bookkeeping for people
+and for the CLI; allocation never depends on it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .cas import update
 from .errors import InvalidInput
 from .model import Subnet
-from .stores.base import Delete, Entry, Op, Put, Store
+from .state import State, pool_key
+from .stores.base import Store
 
-POOLS = "pools/"
 ID_PREFIX = "shrike/"
 
 
@@ -67,7 +66,8 @@ class Pool:
 
     @property
     def key(self) -> str:
-        return POOLS + self.name
+        """Where the pool's record is stored."""
+        return pool_key(self.name)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "subnet": str(self.subnet), "refs": dict(sorted(self.refs.items()))}
@@ -84,7 +84,7 @@ class Pools:
     """Reference counts of pools, kept for one host (``host``) with compare-and-swap."""
 
     def __init__(self, store: Store, host: str, *, max_wait: float = 30.0) -> None:
-        self.store = store
+        self.state = State(store)
         self.host = host
         self.max_wait = max_wait
 
@@ -98,17 +98,15 @@ class Pools:
 
     def list(self) -> list[Pool]:
         """Every pool some host uses, in key order."""
-        return [Pool.from_json(entry.value) for entry in self.store.get_prefix(POOLS)]
+        return [Pool.from_json(record) for record in self.state.pool_records()]
 
     def _update(self, pool: Pool, delta: int) -> Pool:
-        def decide(entry: Entry | None) -> tuple[Pool, list[Op]]:
-            old = dict(Pool.from_json(entry.value).refs) if entry else {}
+        def decide(record: Mapping[str, Any] | None) -> tuple[Pool, dict[str, Any] | None, bool]:
+            old = dict(Pool.from_json(record).refs) if record else {}
             refs = {host: n for host, n in old.items() if host != self.host}
             if (count := old.get(self.host, 0) + delta) > 0:
                 refs[self.host] = count
             new = replace(pool, refs=refs)
-            if refs == old:
-                return new, []
-            return new, [Put(pool.key, new.to_json()) if refs else Delete(pool.key)]
+            return new, new.to_json() if refs else None, refs != old
 
-        return update(self.store, pool.key, decide, max_wait=self.max_wait)
+        return self.state.update_pool_record(pool.name, decide, max_wait=self.max_wait)

@@ -1,6 +1,6 @@
 """Declaring LAN subnets, host ranges and container ranges (``host-range``, ``ip-range``).
 
-The whole declaration lives in one document at key ``config``; a change is validated
+The whole declaration lives in one document (:meth:`State.config`); a change is validated
 against the document it read and written with a compare-and-swap on it, so two
 concurrent declarations cannot both pass an overlap check they would fail together.
 """
@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from .cas import ContentionTimeout, update
+from .cas import ContentionTimeout
 from .errors import InvalidInput
 from .model import (
     KIND_CONTAINER,
@@ -20,16 +20,14 @@ from .model import (
     STATE_RESERVED,
     AddressRange,
     Config,
+    IPv4,
     Lease,
     Subnet,
     int_to_ip,
-    ip_to_int,
     parse_address,
     parse_range,
 )
-from .stores.base import Entry, Op, Put, Store
-
-CONFIG_KEY = "config"
+from .state import State
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class Declared:
     kind: str
     range: AddressRange
     subnet: Subnet
-    gateway: str | None
+    gateway: IPv4 | None
     #: False when exactly this range was declared already (nothing written)
     created: bool
     notes: tuple[str, ...] = ()
@@ -52,7 +50,7 @@ class Declared:
         }
 
 
-def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: str | None) -> dict[str, object]:
+def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: IPv4 | None) -> dict[str, object]:
     """The fields every listing of a range shares."""
     return {
         "kind": kind,
@@ -65,23 +63,9 @@ def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: str 
     }
 
 
-def load_config(store: Store) -> tuple[Config, int]:
-    """The current declaration and its store revision (0 when nothing is declared)."""
-    entry = store.get(CONFIG_KEY)
-    return (Config.from_json(entry.value), entry.revision) if entry else (Config(), 0)
-
-
-def _update(store: Store, change: Callable[[Config], Config | None]) -> Config:
-    """Apply ``change`` to the stored config with compare-and-swap, retrying on races.
-    ``change`` returns None when there is nothing to write."""
-
-    def decide(entry: Entry | None) -> tuple[Config, list[Op]]:
-        config = Config.from_json(entry.value) if entry else Config()
-        new = change(config)
-        return (config, []) if new is None else (new, [Put(CONFIG_KEY, new.to_json())])
-
+def _update(state: State, change: Callable[[Config], Config | None], max_wait: float) -> Config:
     try:
-        return update(store, CONFIG_KEY, decide, max_wait=30.0)
+        return state.update_config(change, max_wait=max_wait)
     except ContentionTimeout as err:
         raise ContentionTimeout(f"could not update the range declarations: {err}") from None
 
@@ -94,13 +78,12 @@ def _check_free_of_ranges(config: Config, new: AddressRange, kind: str) -> None:
 
 def _check_subnet(config: Config, subnet: Subnet) -> None:
     """LAN subnets may repeat but not overlap partly (a /24 inside a declared /22)."""
-    for cidr in config.gateways:
-        other = Subnet.parse(cidr)
-        if other != subnet and (other.contains(subnet.network) or subnet.contains(other.network)):
+    for other in config.lans:
+        if other != subnet and other.overlaps(subnet):
             raise InvalidInput(f"subnet {subnet} overlaps the declared subnet {other}")
 
 
-def declare_host_range(store: Store, ip_start: str, ip_end: str, gateway: str | None) -> Declared:
+def declare_host_range(state: State, ip_start: str, ip_end: str, gateway: str | None, *, max_wait: float) -> Declared:
     """Declare addresses kept for hosts, and with them the LAN subnet and its gateway.
 
     The subnet comes from the prefix length. ``gateway`` may be omitted when the subnet
@@ -118,7 +101,7 @@ def declare_host_range(store: Store, ip_start: str, ip_end: str, gateway: str | 
             raise InvalidInput(f"--gateway {int_to_ip(gw)} is not a usable address of the subnet {subnet}")
         if new.contains(gw):
             raise InvalidInput(f"--gateway {int_to_ip(gw)} lies inside the host range {new}")
-        gateway_ip = int_to_ip(gw)
+        gateway_ip = IPv4(gw)
     outcome: dict[str, Declared] = {}
 
     def change(config: Config) -> Config | None:
@@ -133,22 +116,21 @@ def declare_host_range(store: Store, ip_start: str, ip_end: str, gateway: str | 
             return None
         _check_subnet(config, subnet)
         _check_free_of_ranges(config, new, KIND_HOST)
-        gw_int = parse_address(final_gateway, "--gateway", prefix="forbidden")[0]
         for r in config.ip_ranges:
-            if r.contains(gw_int):
+            if r.contains(int(final_gateway)):
                 raise InvalidInput(f"--gateway {final_gateway} lies inside the container range {r}")
         outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, True, parsed.notes)
         return replace(
             config,
-            gateways={**config.gateways, str(subnet): final_gateway},
+            lans={**config.lans, subnet: final_gateway},
             host_ranges=(*config.host_ranges, new),
         )
 
-    _update(store, change)
+    _update(state, change, max_wait)
     return outcome["d"]
 
 
-def declare_ip_range(store: Store, ip_start: str, ip_end: str) -> Declared:
+def declare_ip_range(state: State, ip_start: str, ip_end: str, *, max_wait: float) -> Declared:
     """Declare a range of addresses handed to containers.
 
     The range serves every declared LAN subnet that contains it (a range typed /24
@@ -159,15 +141,15 @@ def declare_ip_range(store: Store, ip_start: str, ip_end: str) -> Declared:
     outcome: dict[str, Declared] = {}
 
     def change(config: Config) -> Config | None:
-        lan = config.lan_subnet_of(new.start) or new.subnet
+        lan = config.lan_of(new)
         gateway = config.gateway_of(lan)
         if new in config.ip_ranges:
             outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, False, parsed.notes)
             return None
         _check_free_of_ranges(config, new, KIND_CONTAINER)
-        for cidr, gw in config.gateways.items():
-            if new.contains(parse_address(gw, "gateway", prefix="forbidden")[0]):
-                raise InvalidInput(f"container range {new} holds {gw}, the gateway of {cidr}")
+        for lan_subnet, gw in config.lans.items():
+            if new.contains(int(gw)):
+                raise InvalidInput(f"container range {new} holds {gw}, the gateway of {lan_subnet}")
         if not lan.covers(new.start, new.end):
             raise InvalidInput(
                 f"container range {new} must lie inside the subnet {lan}, off its network and broadcast addresses"
@@ -175,7 +157,7 @@ def declare_ip_range(store: Store, ip_start: str, ip_end: str) -> Declared:
         outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, True, parsed.notes)
         return replace(config, ip_ranges=(*config.ip_ranges, new))
 
-    _update(store, change)
+    _update(state, change, max_wait)
     return outcome["d"]
 
 
@@ -186,7 +168,7 @@ class RangeUsage:
     kind: str
     range: AddressRange
     subnet: Subnet
-    gateway: str | None
+    gateway: IPv4 | None
     held: int
     reserved: int
 
@@ -203,13 +185,13 @@ def usage(config: Config, leases: Iterable[Lease]) -> list[RangeUsage]:
     """Every declared range with its counts of held and reserved addresses."""
     counts: dict[tuple[str, AddressRange], Counter[str]] = {key: Counter() for key in config.all_ranges()}
     for lease in leases:
-        address = ip_to_int(lease.ip)
+        address = int(lease.ip)
         for kind, declared in counts:
             if declared.contains(address):
                 counts[(kind, declared)][lease.state] += 1
     result = []
     for (kind, declared), count in counts.items():
-        subnet = config.lan_subnet_of(declared.start) or declared.subnet
+        subnet = config.lan_of(declared)
         result.append(
             RangeUsage(kind, declared, subnet, config.gateway_of(subnet), count[STATE_HELD], count[STATE_RESERVED])
         )

@@ -29,10 +29,12 @@ from typing import Any
 
 import docker
 
+from .background import BackgroundTask
+from .docker_api import DockerConnect, docker_client, docker_errors
 from .errors import InvalidInput
 from .ipam import Ipam
 from .model import Lease
-from .owners import BackgroundTask, DockerConnect, docker_client, docker_errors, endpoints, host_container_leases
+from .owners import endpoints, host_container_leases
 
 log = logging.getLogger("shrike.reconcile")
 
@@ -208,5 +210,5 @@ class PeriodicReconcile(BackgroundTask):
             for leak in report.leaks:
                 if leak.status == RELEASED:
                     lease = leak.lease
-                    who = lease.owner.get("name") or lease.mac or "an unknown container"
+                    who = lease.holder or lease.mac or "an unknown container"
                     log.warning("released %s: taken %s by %s, no container holds it", lease.ip, lease.since, who)

@@ -30,6 +30,7 @@ from shrike_cli.ipam import Ipam
 from shrike_cli.stores import EtcdStore, open_store
 from tests.fixtures.dockerd import DockerDaemon, Tracker
 from tests.fixtures.netns import free_name
+from tests.fixtures.plugin import console_scripts
 
 REPO = Path(__file__).resolve().parent.parent
 COMPLETIONS = REPO / "completions"
@@ -64,12 +65,7 @@ def populate(ipam: Ipam) -> None:
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bin folder holding ``shrike`` and ``oam-docker-ipam`` as pip writes them."""
-    bin_dir = tmp_path_factory.mktemp("bin")
-    script = bin_dir / "shrike"
-    script.write_text(f"#!{sys.executable}\nimport sys\nfrom shrike_cli.cli import main\nsys.exit(main())\n")
-    script.chmod(0o755)
-    (bin_dir / "oam-docker-ipam").symlink_to("shrike")  # argv[0] names the program
-    return bin_dir
+    return console_scripts(tmp_path_factory.mktemp("bin"))
 
 
 @pytest.fixture

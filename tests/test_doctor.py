@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from shrike_cli.cli import app
 from shrike_cli.doctor import FAIL, OK, WARN, Check, bridge_checks, host_lease_check, macvlan_check
-from shrike_cli.hostnet.plan import Address, HostView, Link, Route
+from shrike_cli.hostnet.hostview import Address, HostView, Link, Route
 from shrike_cli.ipam import Ipam
 from shrike_cli.stores import EmbeddedStore
 from tests.fixtures.dockerd import DockerDaemon

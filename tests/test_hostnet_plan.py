@@ -11,33 +11,19 @@ import pytest
 
 from shrike_cli.errors import Conflict, InvalidInput, NotFound
 from shrike_cli.hostnet import persist
+from shrike_cli.hostnet.actions import AddShim, ClaimLease, CreateNetwork, WriteFiles
 from shrike_cli.hostnet.docker_net import LABEL_PREFIX, NetworkView
-from shrike_cli.hostnet.plan import (
-    Address,
-    AddShim,
-    ClaimLease,
-    CreateNetwork,
-    HostView,
-    Link,
-    Plan,
-    Request,
-    Route,
-    WriteFiles,
-    build_setup,
-    build_teardown,
-    labels_of,
-    lan_of,
-    move_order,
-)
+from shrike_cli.hostnet.hostview import Address, HostView, Link, Route
+from shrike_cli.hostnet.plan import Plan, Request, build_setup, build_teardown, labels_of, lan_of, move_order
 from shrike_cli.hostnet.setup import Env, TransactionFailed, run
-from shrike_cli.model import Config, Lease, parse_range
+from shrike_cli.model import Config, IPv4, Lease, Subnet, parse_range
 
 DATA = Path(__file__).parent / "data" / "persist"
 ME = "hostA"
 MAC = "02:00:00:00:00:39"
 
 CONFIG = Config(
-    gateways={"198.51.100.0/24": "198.51.100.254"},
+    lans={Subnet.parse("198.51.100.0/24"): IPv4("198.51.100.254")},
     host_ranges=(parse_range("198.51.100.1/24", "198.51.100.99/24").range,),
     ip_ranges=(parse_range("198.51.100.100/24", "198.51.100.199/24").range,),
 )

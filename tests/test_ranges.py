@@ -6,7 +6,8 @@ import pytest
 
 from shrike_cli.errors import InvalidInput
 from shrike_cli.ipam import Ipam
-from shrike_cli.ranges import CONFIG_KEY, usage
+from shrike_cli.ranges import usage
+from shrike_cli.state import CONFIG_KEY
 
 
 @pytest.fixture

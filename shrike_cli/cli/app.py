@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import ShrikeError
-from . import output
+from . import compat, output
 from .state import Globals, configure_logging
 
 log = logging.getLogger("shrike")
@@ -24,7 +24,29 @@ COMMAND_ORDER = (
 
 
 class ShrikeGroup(TyperGroup):
-    """Turns expected failures into one line on stderr and exit 1, never a traceback."""
+    """Turns expected failures into one line on stderr and exit 1, never a traceback; takes
+    the original's program name and flag spellings (see :mod:`.compat`)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: typer.Context | None = None, **extra: Any
+    ) -> typer.Context:
+        if parent is None:
+            extra.setdefault("default_map", compat.program_defaults(self, info_name))
+        return super().make_context(info_name, args, parent, **extra)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        respelled = compat.respell(self, ctx, args)
+        rest = super().parse_args(ctx, respelled.args)
+        for option in respelled.switched_off:  # --debug=false: off, whatever DEBUG says
+            if option.expose_value:
+                ctx.params[option.name] = False
+        return rest
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[str | None, TyperCommand | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            rest = compat.respell(command, ctx, rest, global_options=compat.options(self, ctx)).args
+        return name, command, rest
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         rank = {name: index for index, name in enumerate(COMMAND_ORDER)}
@@ -61,6 +83,7 @@ app = typer.Typer(
         "State lives in an embedded store on this host, or in etcd with --cluster-store."
     ),
     no_args_is_help=True,
+    context_settings={"help_option_names": ["--help", "-h"]},  # the original's -h too
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -97,7 +120,7 @@ def root(
         str | None,
         typer.Option(
             "--cluster-store",
-            envvar="CLUSTER_STORE",
+            envvar=["CLUSTER_STORE", "IPAM_CLUSTER_STORE"],  # the original's unit set IPAM_*
             help=(
                 "Comma-separated etcd v3 endpoints (http:// or https://)."
                 " Without it, state is kept in an embedded store on this host."
@@ -177,7 +200,10 @@ def root(
     debug: Annotated[
         bool,
         typer.Option(
-            "--debug", envvar="DEBUG", help="Log what happens, one line per step, on stderr.", show_envvar=True
+            "--debug",
+            envvar=["DEBUG", "IPAM_DEBUG"],
+            help="Log what happens, one line per step, on stderr; --debug=true and --debug=false also work.",
+            show_envvar=True,
         ),
     ] = False,
 ) -> None:

@@ -23,13 +23,12 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import typer
 
 from ..ipam import Ipam
 from ..model import KIND_CONTAINER, KIND_HOST
-from ..stores import DB_NAME, default_state_dir
+from ..stores import store_file
 from .state import Globals
 
 #: A candidate value, or a value with a short description.
@@ -87,11 +86,9 @@ def _ipam(ctx: typer.Context) -> Iterator[Ipam | None]:
     # Globals' fields are named after them.
     names = [f.name for f in dataclasses.fields(Globals) if f.init and not f.name.startswith("_")]
     options = Globals(**{name: root.params[name] for name in names if name in root.params})
-    if not (options.cluster_store or "").strip():
-        state_dir = Path(options.state_dir) if options.state_dir else default_state_dir()
-        if not (state_dir / DB_NAME).is_file():
-            yield None
-            return
+    if not (options.cluster_store or "").strip() and not store_file(options.state_dir).is_file():
+        yield None
+        return
     try:
         yield options.ipam()
     finally:
@@ -105,7 +102,7 @@ def lan_subnets(ctx: typer.Context) -> Iterator[Candidate]:
         if ipam is None:
             return
         config = ipam.config()
-        subnets = {config.lan_subnet_of(r.start) or r.subnet for r in config.ip_ranges}
+        subnets = {config.lan_of(r) for r in config.ip_ranges}
         for subnet in sorted(subnets):
             gateway = config.gateway_of(subnet)
             yield (str(subnet), f"gateway {gateway}") if gateway else str(subnet)
@@ -119,7 +116,7 @@ def _lease_candidates(ctx: typer.Context, kind: str) -> Iterator[Candidate]:
         for lease in ipam.leases():
             if lease.kind != kind:
                 continue
-            holder = lease.owner.get("name") or lease.name
+            holder = lease.holder
             where = f"on {lease.host}" if lease.host else ""
             yield lease.ip, " ".join(part for part in (lease.state, holder, where) if part)
 
@@ -155,11 +152,10 @@ def shrike_networks(ctx: typer.Context) -> Iterator[Candidate]:
     """
     # Imported here: the Docker SDK takes a good part of a second to load, which only
     # this completion should pay.
-    import docker
-
+    from ..docker_api import docker_client
     from ..hostnet.docker_net import LABEL_PREFIX
 
-    with contextlib.closing(docker.from_env(version="auto", timeout=DOCKER_TIMEOUT)) as client:
+    with contextlib.closing(docker_client(DOCKER_TIMEOUT)) as client:
         networks = client.api.networks(filters={"label": LABEL_PREFIX + "mode"})
     for network in sorted(networks, key=lambda n: n["Name"]):
         labels = {k.removeprefix(LABEL_PREFIX): v for k, v in (network.get("Labels") or {}).items()}

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ..stores import DB_NAME, default_state_dir
+from ..stores import store_file
 from . import output
 from .app import app
+from .compat import PLUGIN_NAME, PluginNameOption
 from .output import Format, OutputOption
 from .state import globals_of
 
@@ -19,9 +20,7 @@ COLUMNS = [("status", "STATUS"), ("name", "CHECK"), ("detail", "FOUND"), ("hint"
 @app.command("doctor")
 def doctor(
     ctx: typer.Context,
-    plugin_name: Annotated[
-        str, typer.Option("--plugin-name", help="The name 'shrike server' runs with, and networks use.")
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     plugin_dir: Annotated[
         Path, typer.Option("--plugin-dir", help="Where the plugin socket is.", file_okay=False)
     ] = Path("/run/docker/plugins"),
@@ -39,8 +38,8 @@ def doctor(
     from ..doctor import FAIL, WARN, Target, diagnose, failed
 
     options = globals_of(ctx)
-    store_file = None if options.cluster_store else (options.state_dir or default_state_dir()) / DB_NAME
-    target = Target(options.store, store_file, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
+    store_path = None if options.cluster_store else store_file(options.state_dir)
+    target = Target(options.store, store_path, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
     with output.progress(fmt, "checking") as progress:
         checks = diagnose(target, progress.update)
     if fmt is Format.json:

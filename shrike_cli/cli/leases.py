@@ -34,8 +34,9 @@ class Kind(str, Enum):
     reserved = KIND_RESERVED
 
 
-def _row(lease: Lease) -> dict[str, object]:
-    owner = lease.owner.get("name") or lease.owner.get("container_id", "")[:12] or lease.name
+def lease_row(lease: Lease) -> dict[str, object]:
+    """A lease as a row of :data:`LEASE_COLUMNS` (also the start of ``reconcile``'s rows)."""
+    owner = lease.holder
     if lease.name and owner != lease.name:
         owner = f"{owner} ({lease.name})" if owner else lease.name
     host = lease.host if not lease.users else ",".join(lease.users)
@@ -43,7 +44,7 @@ def _row(lease: Lease) -> dict[str, object]:
 
 
 def _emit_leases(fmt: Format, leases: list[Lease], empty: str) -> None:
-    output.emit(fmt, [lease.to_json() for lease in leases], map(_row, leases), LEASE_COLUMNS, empty=empty)
+    output.emit(fmt, [lease.to_json() for lease in leases], map(lease_row, leases), LEASE_COLUMNS, empty=empty)
 
 
 @app.command("leases")

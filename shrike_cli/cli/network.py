@@ -10,6 +10,7 @@ import typer
 
 from . import complete, output
 from .app import app
+from .compat import PLUGIN_NAME, PluginNameOption
 from .output import Format, OutputOption
 from .state import globals_of
 
@@ -28,11 +29,13 @@ class Manager(str, Enum):
 
 
 def _report(fmt: Format, outcome: Outcome) -> None:
+    from ..hostnet.setup import Status  # loaded already: it made the outcome
+
     if fmt is Format.json:
         output.emit_json(outcome.to_json())
         return
     plan, summary = outcome.plan, outcome.plan.to_json()
-    if outcome.status == "planned":
+    if outcome.status is Status.PLANNED:
         print(f"plan for Docker network {plan.network} ({plan.mode} mode); nothing was changed:")
         for number, step in enumerate(summary["steps"], 1):
             print(f"  {number}. {step}")
@@ -45,10 +48,10 @@ def _report(fmt: Format, outcome: Outcome) -> None:
         where = f"bridge {plan.bridge} with {plan.uplink.name} as its port"
     else:
         where = f"macvlan on {plan.uplink.name}"
-    if outcome.status == "already":
+    if outcome.status is Status.ALREADY:
         done = "; " + "; ".join(summary["steps"]) if plan.actions else ", nothing changed"
         print(f"Docker network {plan.network} is already set up ({where}){done}")
-    elif outcome.status == "created":
+    elif outcome.status is Status.CREATED:
         print(f"created Docker network {plan.network}: {plan.host_ip} is on {where}")
     else:
         back = f"; {plan.host_ip} and its routes are on {plan.uplink.name} again" if plan.bridge else ""
@@ -80,9 +83,7 @@ def create_network(
             autocompletion=complete.interfaces,
         ),
     ] = None,
-    plugin_name: Annotated[
-        str, typer.Option("--plugin-name", help="The IPAM plugin's name, as given to 'shrike server'.")
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     mode: Annotated[
         Mode,
         typer.Option(

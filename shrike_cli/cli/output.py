@@ -63,9 +63,10 @@ class UsageProblem(typer.BadParameter):
         return self.message
 
 
-def usage_error(message: str) -> NoReturn:
-    """Stop with a usage error (exit 2); click adds the command's usage line."""
-    raise UsageProblem(message)
+def usage_error(message: str, ctx: typer.Context | None = None) -> NoReturn:
+    """Stop with a usage error (exit 2); click adds the command's usage line (that of
+    ``ctx``, needed while the command line is parsed, before a command runs)."""
+    raise UsageProblem(message, ctx=ctx)
 
 
 class Progress(Protocol):

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ..owners import docker_client
+from ..docker_api import docker_client
 from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
 from . import output
 from .app import app
-from .leases import _row as lease_row
+from .compat import PLUGIN_NAME, PluginNameOption
+from .leases import lease_row
 from .output import Format, OutputOption
 from .state import globals_of
 
@@ -54,13 +55,7 @@ def reconcile_command(
             help="Only leases taken longer ago than this are released (30s, 10m, 1h) [default: 10m].",
         ),
     ] = None,
-    plugin_name: Annotated[
-        str,
-        typer.Option(
-            "--plugin-name",
-            help="The server's --plugin-name: --fix releases nothing unless a network of this dockerd uses it.",
-        ),
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     fmt: OutputOption = Format.table,
 ) -> None:
     """List this host's container addresses that no container of its dockerd holds (leaked
@@ -69,7 +64,8 @@ def reconcile_command(
     dockerd is the one DOCKER_HOST names, else the local socket. An address a container
     holds in any network counts as held. --fix releases a lease only if it is older than
     --grace and was not written since it was read: a new allocation racing reconcile keeps
-    its address.
+    its address. It releases nothing unless a network of this dockerd uses the plugin
+    PLUGIN_NAME.
     """
     grace = DEFAULT_GRACE if grace is None else grace
     ipam = globals_of(ctx).ipam()

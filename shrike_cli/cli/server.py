@@ -13,6 +13,7 @@ from ..owners import OwnerTracker
 from ..plugin import Driver, PluginServer, socket_path
 from ..reconcile import PeriodicReconcile
 from .app import app
+from .compat import PLUGIN_NAME, PluginNameOption
 from .reconcile import parse_duration_option
 from .state import globals_of
 
@@ -24,13 +25,7 @@ MAX_WAIT = 10.0
 @app.command("server")
 def server(
     ctx: typer.Context,
-    plugin_name: Annotated[
-        str,
-        typer.Option(
-            "--plugin-name",
-            help="The name networks use with --ipam-driver; the original plugin's was talkingdata.",
-        ),
-    ] = "shrike",
+    plugin_name: PluginNameOption = PLUGIN_NAME,
     plugin_dir: Annotated[
         Path,
         typer.Option("--plugin-dir", help="Where dockerd looks for plugin sockets.", file_okay=False),

@@ -4,15 +4,14 @@ SDK's environment are honoured)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import docker
-import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
-from ..errors import Conflict, ShrikeError
+from ..docker_api import docker_client, docker_errors, docker_host
+from ..errors import Conflict
 from ..model import Subnet
 
 #: Labels create-network puts on the network it makes (mode, host-ip, uplink, ...).
@@ -20,10 +19,9 @@ LABEL_PREFIX = "shrike.create-network."
 
 BRIDGE_OPTIONS = "com.docker.network.bridge."
 MTU_OPTION = "com.docker.network.driver.mtu"
-
-
-class DockerError(ShrikeError):
-    """Docker is unreachable or refused a request."""
+#: Seconds a call may take: the SDK's default, longer than elsewhere since creating a
+#: network waits for the IPAM plugin (and dockerd retries a missing one for ~15 s).
+NETWORK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -101,32 +99,17 @@ def macvlan_spec(
 
 def connect() -> docker.DockerClient:
     """A client for the Docker engine of the environment; a clear error if unreachable."""
-    where = os.environ.get("DOCKER_HOST") or "the default socket"
-    try:
-        # version="auto" asks the daemon for its API version: it checks reachability too.
-        client = docker.from_env(version="auto")
-        client.ping()
-    except docker.errors.DockerException as err:
-        raise DockerError(f"cannot reach Docker at {where}: {err}") from None
-    return client
-
-
-def _explain(err: docker.errors.DockerException) -> str:
-    if isinstance(err, docker.errors.APIError) and err.explanation:
-        return str(err.explanation)
-    return str(err)
+    return docker_client(NETWORK_TIMEOUT, failure=f"cannot reach Docker at {docker_host()}")
 
 
 def find(client: docker.DockerClient, name: str) -> NetworkView | None:
     """The network called exactly ``name``, or None."""
-    try:
+    with docker_errors(f"cannot look up Docker network {name}"):
         # Docker's name filter matches substrings: keep the exact name only.
         matches = [n for n in client.api.networks(names=[name]) if n["Name"] == name]
         if not matches:
             return None
         attrs = client.api.inspect_network(matches[0]["Id"])
-    except docker.errors.DockerException as err:
-        raise DockerError(f"cannot look up Docker network {name}: {_explain(err)}") from None
     containers = tuple(sorted(c.get("Name") or cid[:12] for cid, c in (attrs.get("Containers") or {}).items()))
     return NetworkView(
         name=attrs["Name"],
@@ -141,7 +124,7 @@ def find(client: docker.DockerClient, name: str) -> NetworkView | None:
 def create(client: docker.DockerClient, spec: NetworkSpec) -> str:
     """Create the network; returns its id."""
     pool = IPAMPool(subnet=spec.subnet, gateway=spec.gateway, aux_addresses=dict(spec.aux_addresses) or None)
-    try:
+    with docker_errors(f"Docker refused to create network {spec.name}"):
         network = client.networks.create(
             spec.name,
             driver=spec.driver,
@@ -150,14 +133,12 @@ def create(client: docker.DockerClient, spec: NetworkSpec) -> str:
             labels=dict(spec.labels),
             check_duplicate=True,
         )
-    except docker.errors.DockerException as err:
-        raise DockerError(f"Docker refused to create network {spec.name}: {_explain(err)}") from None
     return str(network.id)
 
 
 def remove(client: docker.DockerClient, name: str, *, force: bool = False) -> None:
     """Remove the network; attached containers are disconnected with ``force``, else an error."""
-    try:
+    with docker_errors(f"cannot remove Docker network {name}"):
         network = client.networks.get(name)
         attached = network.attrs.get("Containers") or {}
         if attached and not force:
@@ -166,5 +147,3 @@ def remove(client: docker.DockerClient, name: str, *, force: bool = False) -> No
         for container_id in attached:
             network.disconnect(container_id, force=True)
         network.remove()
-    except docker.errors.DockerException as err:
-        raise DockerError(f"cannot remove Docker network {name}: {_explain(err)}") from None

@@ -16,7 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 
 from ..errors import NotFound
-from .plan import PROTO_KERNEL, TABLE_LOCAL, Address, HostView, Link, Route, Shim
+from .hostview import PROTO_KERNEL, TABLE_LOCAL, Address, HostView, Link, Route, Shim
 
 AF_INET = 2
 RTN_UNICAST = 1

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .plan import TABLE_MAIN, Plan, Route
+from .hostview import TABLE_MAIN, Layout, Route
 
 IFCFG = "ifcfg"
 NETWORKD = "networkd"
@@ -48,38 +48,38 @@ def detect(root: Path) -> str:
     )
 
 
-def _header(plan: Plan, what: str) -> str:
-    return f"{HEADER} for Docker network {plan.network}: {what}"
+def _header(layout: Layout, what: str) -> str:
+    return f"{HEADER} for Docker network {layout.network}: {what}"
 
 
-def _bridge(plan: Plan) -> str:
-    if plan.bridge is None:
+def _bridge(layout: Layout) -> str:
+    if layout.bridge is None:
         raise InvalidInput(
             "--persist applies to bridge mode: in macvlan mode the host's own configuration does not change"
         )
-    return plan.bridge
+    return layout.bridge
 
 
-def _persisted_routes(plan: Plan) -> list[Route]:
+def _persisted_routes(layout: Layout) -> list[Route]:
     # Routes of other tables need policy rules the managers would configure elsewhere.
-    return [r for r in plan.routes if r.table == TABLE_MAIN]
+    return [r for r in layout.routes if r.table == TABLE_MAIN]
 
 
-def render_ifcfg(plan: Plan) -> dict[str, str]:
+def render_ifcfg(layout: Layout) -> dict[str, str]:
     """``ifcfg-<bridge>``, ``ifcfg-<uplink>`` and, for routes besides the default,
     ``route-<bridge>``: paths relative to the network-scripts folder."""
-    bridge, uplink = _bridge(plan), plan.uplink
+    bridge, uplink = _bridge(layout), layout.uplink
     lines = [
-        _header(plan, f"{bridge} holds the host's address, {uplink.name} is its port"),
+        _header(layout, f"{bridge} holds the host's address, {uplink.name} is its port"),
         f"DEVICE={bridge}",
         "TYPE=Bridge",
     ]
     lines += ["ONBOOT=yes", "BOOTPROTO=none", "DELAY=0", "STP=no", f"MACADDR={uplink.mac}", f"MTU={uplink.mtu}"]
-    numbered = len(plan.addresses) > 1
-    for n, address in enumerate(plan.addresses):
+    numbered = len(layout.addresses) > 1
+    for n, address in enumerate(layout.addresses):
         suffix = str(n) if numbered else ""
         lines += [f"IPADDR{suffix}={address.ip}", f"PREFIX{suffix}={address.prefixlen}"]
-    routes = _persisted_routes(plan)
+    routes = _persisted_routes(layout)
     default = next((r for r in routes if r.is_default), None)
     if default is not None and default.gateway:
         lines.append(f"GATEWAY={default.gateway}")
@@ -90,11 +90,11 @@ def render_ifcfg(plan: Plan) -> dict[str, str]:
     if others:
         # Each line is what 'ip route add' is given.
         route_lines = [f"{r} dev {bridge}" for r in others]
-        files[f"route-{bridge}"] = "\n".join([_header(plan, f"routes through {bridge}"), *route_lines]) + "\n"
+        files[f"route-{bridge}"] = "\n".join([_header(layout, f"routes through {bridge}"), *route_lines]) + "\n"
     files[f"ifcfg-{uplink.name}"] = (
         "\n".join(
             [
-                _header(plan, f"{uplink.name} is a port of {bridge}, which holds its address"),
+                _header(layout, f"{uplink.name} is a port of {bridge}, which holds its address"),
                 f"DEVICE={uplink.name}",
                 "TYPE=Ethernet",
                 "ONBOOT=yes",
@@ -109,20 +109,20 @@ def render_ifcfg(plan: Plan) -> dict[str, str]:
     return files
 
 
-def render_networkd(plan: Plan) -> dict[str, str]:
+def render_networkd(layout: Layout) -> dict[str, str]:
     """The bridge's ``.netdev`` and ``.network`` and the uplink's ``.network``: paths
     relative to networkd's folder."""
-    bridge, uplink = _bridge(plan), plan.uplink
+    bridge, uplink = _bridge(layout), layout.uplink
     netdev = [
-        _header(plan, f"the bridge {bridge}, with {uplink.name}'s MAC"),
+        _header(layout, f"the bridge {bridge}, with {uplink.name}'s MAC"),
         "[NetDev]",
         f"Name={bridge}",
         "Kind=bridge",
     ]
     netdev += [f"MACAddress={uplink.mac}", f"MTUBytes={uplink.mtu}"]
-    network = [_header(plan, f"{bridge} holds the host's address"), "[Match]", f"Name={bridge}", "", "[Network]"]
-    network += [f"Address={a.cidr}" for a in plan.addresses]
-    for route in _persisted_routes(plan):
+    network = [_header(layout, f"{bridge} holds the host's address"), "[Match]", f"Name={bridge}", "", "[Network]"]
+    network += [f"Address={a.cidr}" for a in layout.addresses]
+    for route in _persisted_routes(layout):
         network += ["", "[Route]"]
         if not route.is_default:
             network.append(f"Destination={route.dst}")
@@ -132,7 +132,7 @@ def render_networkd(plan: Plan) -> dict[str, str]:
             network.append(f"Metric={route.metric}")
         if route.onlink:
             network.append("GatewayOnLink=yes")
-    port = [_header(plan, f"{uplink.name} is a port of {bridge}"), "[Match]", f"Name={uplink.name}", "", "[Network]"]
+    port = [_header(layout, f"{uplink.name} is a port of {bridge}"), "[Match]", f"Name={uplink.name}", "", "[Network]"]
     port.append(f"Bridge={bridge}")
     return {
         f"{NETWORKD_PREFIX}{bridge}.netdev": "\n".join(netdev) + "\n",
@@ -157,16 +157,16 @@ def _names_link(text: str, link: str) -> bool:
     return any(line.strip().startswith("Name=") and link in line.split("=", 1)[1].split() for line in text.splitlines())
 
 
-def _stale(root: Path, manager: str, plan: Plan) -> Iterable[Path]:
+def _stale(root: Path, manager: str, layout: Layout) -> Iterable[Path]:
     """Existing files that would configure the uplink's address at boot."""
     where = folder(root, manager)
     if manager == IFCFG:
-        yield where / f"route-{plan.uplink.name}"
+        yield where / f"route-{layout.uplink.name}"
         return
     if where.is_dir():
         for path in sorted(where.glob("*.network")):
             text = _read(path)
-            if text is not None and not text.startswith(HEADER) and _names_link(text, plan.uplink.name):
+            if text is not None and not text.startswith(HEADER) and _names_link(text, layout.uplink.name):
                 yield path
 
 
@@ -183,15 +183,17 @@ def _with_backup(path: Path, text: str | None) -> list[tuple[str, str | None]]:
     return changes
 
 
-def setup_files(root: Path, manager: str, plan: Plan) -> tuple[tuple[str, str | None], ...]:
-    """The file changes that persist a bridge-mode ``plan`` (absolute paths; ``None`` removes):
+def setup_files(root: Path, manager: str, layout: Layout) -> tuple[tuple[str, str | None], ...]:
+    """The file changes that persist a bridge-mode ``layout`` (absolute paths; ``None`` removes):
     only those that differ from what is there, so a rerun changes nothing."""
     if manager not in MANAGERS:
         raise InvalidInput(f"--network-manager must be one of {', '.join(MANAGERS)}")
     where = folder(root, manager)
-    rendered = render_ifcfg(plan) if manager == IFCFG else render_networkd(plan)
+    rendered = render_ifcfg(layout) if manager == IFCFG else render_networkd(layout)
     changes = [change for name, text in rendered.items() for change in _with_backup(where / name, text)]
-    changes += [change for path in _stale(root, manager, plan) if path.exists() for change in _with_backup(path, None)]
+    changes += [
+        change for path in _stale(root, manager, layout) if path.exists() for change in _with_backup(path, None)
+    ]
     return tuple(changes)
 
 

@@ -1,130 +1,48 @@
 """What ``create-network`` will do, decided from what was read; no side effects.
 
-The host (links, IPv4 addresses, routes), the store's declarations and the Docker
+The host (:class:`.hostview.HostView`), the store's declarations and the Docker
 network of that name are read first (``Netlink.read``, ``Ipam.config``,
 ``docker_net.find``). From them :func:`build_setup` and :func:`build_teardown`
 check every precondition and return a :class:`Plan`: an ordered list of
-:data:`Action` values, each printable (``--dry-run``) and each executed, with its
-undo, by :mod:`.setup`. Everything here is a plain value, so tests build hosts and
-plans without touching a network namespace.
+:data:`.actions.Action` values, each printable (``--dry-run``) and each executed,
+with its undo, by :mod:`.setup`. Everything here is a plain value, so tests build
+hosts and plans without touching a network namespace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import netaddr
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..model import KIND_HOST, Config, Lease, Subnet, int_to_ip, parse_address
-from .docker_net import LABEL_PREFIX, NetworkSpec, NetworkView, bridge_spec, macvlan_spec
+from .actions import (
+    Action,
+    AddAddresses,
+    AddShim,
+    ClaimLease,
+    CreateNetwork,
+    DeleteAddresses,
+    MoveRoute,
+    ReleaseLease,
+    RemoveNetwork,
+    RemoveShim,
+    SetMac,
+    SetMaster,
+    WriteFiles,
+)
+from .docker_net import LABEL_PREFIX, NetworkView, bridge_spec, macvlan_spec
+from .hostview import Address, HostView, Layout, Link, Route, Shim
 
 MODE_BRIDGE = "bridge"
 MODE_MACVLAN = "macvlan"
 MODES = (MODE_BRIDGE, MODE_MACVLAN)
 
-#: The main routing table, and the one whose routes belong to addresses (never moved).
-TABLE_MAIN = 254
-TABLE_LOCAL = 255
-#: Routes the kernel derives from an address (``proto kernel``) follow the address.
-PROTO_KERNEL = 2
-PROTO_BOOT = 3
 #: Linux's limit for interface names.
 IFNAMSIZ_MAX = 15
-
-
-# --------------------------------------------------------------- the host as read
-@dataclass(frozen=True)
-class Address:
-    """An IPv4 address on a link, as ``ip addr`` shows it."""
-
-    ip: str
-    prefixlen: int
-    broadcast: str | None = None
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.ip}/{self.prefixlen}"
-
-    @property
-    def network(self) -> netaddr.IPNetwork:
-        return netaddr.IPNetwork(self.cidr).cidr
-
-    def __str__(self) -> str:
-        return self.cidr
-
-
-@dataclass(frozen=True)
-class Route:
-    """An IPv4 unicast route through one link (its ``dev``), as ``ip route`` shows it."""
-
-    dst: str  # a CIDR; 0.0.0.0/0 is the default route
-    gateway: str | None = None
-    metric: int | None = None
-    table: int = TABLE_MAIN
-    proto: int = PROTO_BOOT
-    scope: int = 0
-    prefsrc: str | None = None
-    onlink: bool = False
-
-    @property
-    def is_default(self) -> bool:
-        return self.dst == "0.0.0.0/0"
-
-    def __str__(self) -> str:
-        words = ["default" if self.is_default else self.dst]
-        if self.gateway:
-            words += ["via", self.gateway]
-        if self.metric is not None:
-            words += ["metric", str(self.metric)]
-        if self.table != TABLE_MAIN:
-            words += ["table", str(self.table)]
-        if self.prefsrc:
-            words += ["src", self.prefsrc]
-        if self.onlink:
-            words.append("onlink")
-        return " ".join(words)
-
-
-@dataclass(frozen=True)
-class Link:
-    """A network interface: ``kind`` is the rtnetlink kind (``bridge``, ``veth``,
-    ``macvlan``; empty for a physical NIC), ``master`` the bridge it is a port of."""
-
-    name: str
-    index: int
-    kind: str = ""
-    mac: str = ""
-    mtu: int = 1500
-    up: bool = True
-    master: str | None = None
-
-
-@dataclass(frozen=True)
-class HostView:
-    """One network namespace: its links, their IPv4 addresses, and the routes through
-    each link except those the kernel derives from addresses."""
-
-    links: tuple[Link, ...]
-    addresses: Mapping[str, tuple[Address, ...]] = field(default_factory=dict)
-    routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
-
-    def link(self, name: str) -> Link | None:
-        return next((link for link in self.links if link.name == name), None)
-
-    def addresses_of(self, name: str) -> tuple[Address, ...]:
-        return tuple(self.addresses.get(name, ()))
-
-    def routes_of(self, name: str) -> tuple[Route, ...]:
-        return tuple(self.routes.get(name, ()))
-
-    def holder_of(self, ip: str) -> Link | None:
-        """The link holding ``ip``: how the uplink is found (never by a route lookup,
-        which would name whatever link leads to some outside address)."""
-        name = next((n for n, addrs in self.addresses.items() if any(a.ip == ip for a in addrs)), None)
-        return self.link(name) if name else None
 
 
 # ----------------------------------------------------------------- the LAN as declared
@@ -158,138 +76,6 @@ def lan_of(config: Config, host_ip: str) -> LanView:
     return LanView(host_ip=host_ip, subnet=subnet, router=router, container_cidrs=cidrs)
 
 
-# ---------------------------------------------------------------------- actions
-@dataclass(frozen=True)
-class ClaimLease:
-    ip: str
-
-    def __str__(self) -> str:
-        return f"record {self.ip} as this host's address (host lease)"
-
-
-@dataclass(frozen=True)
-class ReleaseLease:
-    ip: str
-
-    def __str__(self) -> str:
-        return f"release the host lease of {self.ip}"
-
-
-@dataclass(frozen=True)
-class CreateNetwork:
-    spec: NetworkSpec
-
-    def __str__(self) -> str:
-        return f"create Docker network {self.spec.describe()}"
-
-
-@dataclass(frozen=True)
-class RemoveNetwork:
-    name: str
-    #: containers to disconnect first (only with --force)
-    containers: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        detach = f", disconnecting {', '.join(self.containers)}" if self.containers else ""
-        return f"remove Docker network {self.name}{detach}"
-
-
-@dataclass(frozen=True)
-class SetMac:
-    link: str
-    mac: str
-
-    def __str__(self) -> str:
-        return f"set {self.link}'s MAC to {self.mac}"
-
-
-@dataclass(frozen=True)
-class AddAddresses:
-    link: str
-    addresses: tuple[Address, ...]
-
-    def __str__(self) -> str:
-        return f"put {', '.join(map(str, self.addresses))} on {self.link}"
-
-
-@dataclass(frozen=True)
-class DeleteAddresses:
-    link: str
-    addresses: tuple[Address, ...]
-
-    def __str__(self) -> str:
-        return f"remove {', '.join(map(str, self.addresses))} from {self.link}"
-
-
-@dataclass(frozen=True)
-class SetMaster:
-    """Make ``port`` a port of ``master``, or of no bridge when ``master`` is None."""
-
-    port: str
-    master: str | None
-
-    def __str__(self) -> str:
-        return f"make {self.port} a port of {self.master}" if self.master else f"release {self.port} from its bridge"
-
-
-@dataclass(frozen=True)
-class MoveRoute:
-    """Replace ``route`` through ``source`` by the same route through ``target``: one
-    netlink replace, so a default route is never absent, not even for a moment."""
-
-    route: Route
-    source: str
-    target: str
-
-    def __str__(self) -> str:
-        return f"move route {self.route} from {self.source} to {self.target}"
-
-
-@dataclass(frozen=True)
-class Shim:
-    """A macvlan link on the uplink through which the host reaches its own macvlan
-    containers (the parent link never passes frames to its macvlan children)."""
-
-    name: str
-    parent: str
-    address: Address
-    routes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AddShim:
-    shim: Shim
-
-    def __str__(self) -> str:
-        s = self.shim
-        routes = ", ".join(s.routes) or "nothing"
-        return f"add macvlan shim {s.name} on {s.parent} with {s.address}, routing {routes} through it"
-
-
-@dataclass(frozen=True)
-class RemoveShim:
-    shim: Shim
-
-    def __str__(self) -> str:
-        return f"remove macvlan shim {self.shim.name} (and its routes)"
-
-
-@dataclass(frozen=True)
-class WriteFiles:
-    """Set files to the given text; ``None`` removes the file."""
-
-    files: tuple[tuple[str, str | None], ...]
-
-    def __str__(self) -> str:
-        return "; ".join(f"{'write' if text is not None else 'remove'} {path}" for path, text in self.files)
-
-
-Action = (
-    ClaimLease | ReleaseLease | CreateNetwork | RemoveNetwork | SetMac | AddAddresses | DeleteAddresses
-    | SetMaster | MoveRoute | AddShim | RemoveShim | WriteFiles
-)  # fmt: skip
-
-
 # ------------------------------------------------------------------------- plans
 @dataclass(frozen=True)
 class Request:
@@ -309,21 +95,15 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The checked outcome: ``actions`` to run in order (none when ``already`` set up).
-
-    ``bridge``, ``uplink``, ``addresses`` and ``routes`` describe the host as it is
-    meant to be: the addresses and routes that belong on the bridge. ``--persist``
-    renders them, also on a rerun.
+class Plan(Layout):
+    """The checked outcome: ``actions`` to run in order (none when ``already`` set up),
+    and the layout they lead to (or, for an undo, the one they take apart): the
+    addresses and routes that belong on the bridge. ``--persist`` renders that layout,
+    also on a rerun.
     """
 
-    network: str
     mode: str
     host_ip: str
-    uplink: Link
-    bridge: str | None
-    addresses: tuple[Address, ...]
-    routes: tuple[Route, ...]
     actions: tuple[Action, ...]
     already: bool = False
 
@@ -370,7 +150,7 @@ def _check_lease(lease: Lease | None, me: str, host_ip: str) -> bool:
     """Whether HOST_IP is already this host's lease; an error if someone else's."""
     if lease is None:
         return False
-    if lease.kind == KIND_HOST and lease.host == me:
+    if lease.is_host_of(me):
         return True
     holder = f"host {lease.host}" if lease.kind == KIND_HOST else f"a {lease.kind} address"
     raise Conflict(f"{host_ip} is already recorded as {holder}; give this host's own address")
@@ -560,7 +340,7 @@ def build_teardown(
     uplink = host.link(labels["uplink"])
     if uplink is None:
         raise NotFound(f"the uplink {labels['uplink']} recorded on {name} is gone: nothing to move back")
-    held = lease is not None and lease.kind == KIND_HOST and lease.host == me
+    held = lease is not None and lease.is_host_of(me)
     release: tuple[Action, ...] = (ReleaseLease(labels["host-ip"]),) if held else ()
     remove = RemoveNetwork(name, network.containers)
     bridge = labels.get("bridge")

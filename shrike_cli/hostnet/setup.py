@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from functools import partial, singledispatch
 from pathlib import Path
 from types import FrameType
@@ -33,10 +34,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import ShrikeError
 from ..ipam import Ipam
-from ..model import KIND_HOST
 from . import docker_net, persist
-from .links import Netlink, describe_netlink_error
-from .plan import (
+from .actions import (
     Action,
     AddAddresses,
     AddShim,
@@ -44,18 +43,15 @@ from .plan import (
     CreateNetwork,
     DeleteAddresses,
     MoveRoute,
-    Plan,
     ReleaseLease,
     RemoveNetwork,
     RemoveShim,
-    Request,
     SetMac,
     SetMaster,
     WriteFiles,
-    build_setup,
-    build_teardown,
-    lan_of,
 )
+from .links import Netlink, describe_netlink_error
+from .plan import Plan, Request, build_setup, build_teardown, lan_of
 
 Undo = Callable[[], Any]
 Record = Callable[[Undo], None]
@@ -86,14 +82,22 @@ class Persist:
         return self.manager or persist.detect(self.root)
 
 
+class Status(str, Enum):
+    """What became of a plan; ``--output json`` shows the value."""
+
+    PLANNED = "planned"  # --dry-run: nothing was changed
+    CREATED = "created"
+    ALREADY = "already"  # set up before
+    REMOVED = "removed"
+
+
 @dataclass(frozen=True)
 class Outcome:
     plan: Plan
-    #: planned (--dry-run), created, already (set up before), removed
-    status: str
+    status: Status
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, **self.plan.to_json()}
+        return {"status": self.status.value, **self.plan.to_json()}
 
 
 # ------------------------------------------------------------------ transaction
@@ -189,7 +193,7 @@ def apply(action: Action, env: Env, record: Record) -> None:
 @apply.register
 def _claim(action: ClaimLease, env: Env, record: Record) -> None:
     current = env.ipam.lease(action.ip)
-    if current is not None and current.kind == KIND_HOST and current.host == env.ipam.host:
+    if current is not None and current.is_host_of(env.ipam.host):
         return
     env.ipam.claim_host(action.ip)
     record(partial(env.ipam.release_host, action.ip))
@@ -321,7 +325,7 @@ def create_network(
                 run(plan.actions, Env(ipam, client, net), progress)
     finally:
         client.close()
-    return Outcome(plan, "planned" if dry_run else "already" if plan.already else "created")
+    return Outcome(plan, Status.PLANNED if dry_run else Status.ALREADY if plan.already else Status.CREATED)
 
 
 def remove_network(
@@ -349,4 +353,4 @@ def remove_network(
                 run(plan.actions, Env(ipam, client, net), progress)
     finally:
         client.close()
-    return Outcome(plan, "planned" if dry_run else "removed")
+    return Outcome(plan, Status.PLANNED if dry_run else Status.REMOVED)

@@ -23,8 +23,8 @@ from typing import Any
 
 from ..errors import InvalidInput, ShrikeError
 from ..ipam import Ipam
-from ..model import KIND_HOST, KIND_RESERVED, Lease, Subnet, ip_to_int
-from ..pools import Pool, Pools
+from ..model import KIND_RESERVED, IPv4, Lease, Subnet
+from ..pools import Pool
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,6 @@ class Driver:
 
     def __init__(self, ipam: Ipam) -> None:
         self.ipam = ipam
-        self.pools = Pools(ipam.store, ipam.host, max_wait=ipam.allocator.max_wait)
         self._endpoints: dict[str, Callable[[Request], dict[str, Any]]] = {
             "/Plugin.Activate": lambda _: IMPLEMENTS,
             "/IpamDriver.GetCapabilities": lambda _: CAPABILITIES,
@@ -140,17 +139,17 @@ class Driver:
         if v6 or ":" in subnet:
             raise InvalidInput("shrike hands out IPv4 addresses only: create the network without IPv6")
         if not subnet:
-            declared = ", ".join(sorted(self.ipam.config(fresh=False).gateways)) or "none declared yet"
+            declared = ", ".join(map(str, sorted(self.ipam.config(fresh=False).lans))) or "none declared yet"
             raise InvalidInput(f"give docker network create a --subnet: shrike serves the declared LANs ({declared})")
         pool = Pool.of(subnet, sub_pool or None)
         # Refuses a subnet with no container range, or a sub-pool outside it, now rather
         # than at the first docker run.
-        self.ipam.windows(str(pool.subnet), _text(pool.sub_pool))
-        self.pools.acquire(pool)
+        self.ipam.windows(pool)
+        self.ipam.pools.acquire(pool)
         return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
 
     def release_pool(self, request: Request) -> dict[str, Any]:
-        self.pools.release(_pool(request))
+        self.ipam.pools.release(_pool(request))
         return {}
 
     # -------------------------------------------------------------- addresses
@@ -158,20 +157,18 @@ class Driver:
         pool = _pool(request)
         address = _string(request, "Address")
         options = _options(request)
-        subnet = str(pool.subnet)
         lease: Lease
         if options.get(REQUEST_ADDRESS_TYPE) == GATEWAY_TYPE:
-            lease = self.ipam.request_gateway(subnet, address or self._own_address(pool.subnet))
+            lease = self.ipam.request_gateway(pool, address or self._own_address(pool.subnet))
         elif address and MAC_OPTION not in options and ENDPOINT_NAME_OPTION not in options:
             # An aux address (--aux-address, e.g. DefaultGatewayIPv4): dockerd sends them
             # with Options null, while every endpoint's request carries its MAC.
-            lease = self.ipam.request_gateway(subnet, address, kind=KIND_RESERVED)
+            lease = self.ipam.request_gateway(pool, address, kind=KIND_RESERVED)
         else:
             name = options.get(ENDPOINT_NAME_OPTION)
             lease = self.ipam.request_address(
-                subnet,
+                pool,
                 address or None,
-                sub_pool=_text(pool.sub_pool),
                 mac=options.get(MAC_OPTION) or None,
                 owner={"name": name} if name else None,
             )
@@ -182,7 +179,7 @@ class Driver:
         _pool(request)
         address = _string(request, "Address", required=True)
         try:
-            ip_to_int(address)
+            IPv4(address)
         except InvalidInput as err:
             raise BadRequest(f"field Address: {err}") from None
         self.ipam.release_address(address)
@@ -192,11 +189,7 @@ class Driver:
         """The gateway of a network created without ``--gateway``: this host's own address
         in the subnet (recorded by ``create-network``), which a bridge network puts on its
         bridge. Anything else would need guessing, so it is an error."""
-        mine = [
-            lease.ip
-            for lease in self.ipam.leases()
-            if lease.kind == KIND_HOST and lease.host == self.ipam.host and subnet.contains(ip_to_int(lease.ip))
-        ]
+        mine = self.ipam.own_addresses(subnet)
         if len(mine) == 1:
             return mine[0]
         found = f"holds {', '.join(mine)}" if mine else "holds no address"
@@ -204,7 +197,3 @@ class Driver:
             f"give docker network create a --gateway: this host ({self.ipam.host}) {found} in {subnet}"
             " (a bridge network's gateway is this host's LAN address, a macvlan network's the LAN router)"
         )
-
-
-def _text(subnet: Subnet | None) -> str | None:
-    return str(subnet) if subnet else None

@@ -22,6 +22,7 @@ __all__ = [
     "TxnResult",
     "default_state_dir",
     "open_store",
+    "store_file",
 ]
 
 #: The embedded store's file name inside the state directory.
@@ -36,6 +37,11 @@ def default_state_dir() -> Path:
     # The XDG spec says to ignore relative paths.
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
     return base / "shrike"
+
+
+def store_file(state_dir: Path | str | None) -> Path:
+    """The embedded store's file in ``state_dir`` (None: :func:`default_state_dir`)."""
+    return (Path(state_dir) if state_dir is not None else default_state_dir()) / DB_NAME
 
 
 def open_store(
@@ -56,5 +62,4 @@ def open_store(
     if cluster_store and cluster_store.strip():
         options = {name: value for name, value in tls_and_auth.items() if value is not None}
         return EtcdStore(cluster_store, timeout=timeout, **options)
-    directory = Path(state_dir) if state_dir is not None else default_state_dir()
-    return EmbeddedStore(directory / DB_NAME, timeout=timeout)
+    return EmbeddedStore(store_file(state_dir), timeout=timeout)

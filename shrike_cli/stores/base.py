@@ -16,12 +16,18 @@ transaction:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ShrikeError
+
+#: How values are stored: compact JSON with sorted keys, non-ASCII kept as it is, so a
+#: person reading the store (etcdctl, sqlite3) sees what shrike sees.
+encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+decode = json.JSONDecoder().decode
 
 
 class StoreError(ShrikeError):
@@ -97,10 +103,16 @@ class Store(ABC):
     def get(self, key: str) -> Entry | None:
         """Return the entry at ``key`` or ``None``."""
 
-    @abstractmethod
     def get_prefix(self, prefix: str, limit: int | None = None) -> list[Entry]:
         """Return the entries whose key starts with ``prefix``, in ascending key order
         (byte order), at most ``limit`` of them."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be a positive number or None")
+        return self._get_prefix(prefix, limit)
+
+    @abstractmethod
+    def _get_prefix(self, prefix: str, limit: int | None) -> list[Entry]:
+        """:meth:`get_prefix` once ``limit`` is checked."""
 
     @abstractmethod
     def txn(

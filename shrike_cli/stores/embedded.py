@@ -10,7 +10,6 @@ failing half way.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -18,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, validate_txn
+from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, decode, encode, validate_txn
 
 _SCHEMA = (
     # WITHOUT ROWID: the key is the only index, so lookups and prefix scans use it directly.
@@ -38,9 +37,6 @@ _PUT = "INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?, ?, ?)"
 _DELETE = "DELETE FROM kv WHERE key = ?"
 _PREFIX = "SELECT key, value, rev FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?"
 _ALL = "SELECT key, value, rev FROM kv WHERE key >= ? ORDER BY key LIMIT ?"
-
-_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
 
 
 def prefix_successor(prefix: str) -> str | None:
@@ -134,11 +130,9 @@ class EmbeddedStore(Store):
                 row = self._connection().execute(_GET, (key,)).fetchone()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
-        return None if row is None else Entry(key, _decode(row[0]), row[1])
+        return None if row is None else Entry(key, decode(row[0]), row[1])
 
-    def get_prefix(self, prefix: str, limit: int | None = None) -> list[Entry]:
-        if limit is not None and limit < 1:
-            raise ValueError("limit must be a positive number or None")
+    def _get_prefix(self, prefix: str, limit: int | None) -> list[Entry]:
         end = prefix_successor(prefix)
         # SQLite reads LIMIT -1 as "no limit".
         sql, bounds = (_ALL, (prefix,)) if end is None else (_PREFIX, (prefix, end))
@@ -147,7 +141,7 @@ class EmbeddedStore(Store):
                 rows = self._connection().execute(sql, (*bounds, limit or -1)).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
-        return [Entry(key, _decode(value), rev) for key, value, rev in rows]
+        return [Entry(key, decode(value), rev) for key, value, rev in rows]
 
     def txn(
         self,
@@ -158,7 +152,7 @@ class EmbeddedStore(Store):
         validate_txn(compares, ops, reads)
         # Encode before taking the write lock, keeping the locked section short; a value of
         # None marks a delete.
-        writes = [(op.key, _encode(op.value) if isinstance(op, Put) else None) for op in ops]
+        writes = [(op.key, encode(op.value) if isinstance(op, Put) else None) for op in ops]
         with self._lock:
             conn = self._connection()
             try:
@@ -188,7 +182,7 @@ class EmbeddedStore(Store):
                 entries: dict[str, Entry | None] = {}
                 for read in reads:
                     row = conn.execute(_GET, (read,)).fetchone()
-                    entries[read] = None if row is None else Entry(read, _decode(row[0]), row[1])
+                    entries[read] = None if row is None else Entry(read, decode(row[0]), row[1])
                 return TxnResult(succeeded=False, entries=entries)
         current = conn.execute(_STORE_REV).fetchone()[0]
         new = current + 1

@@ -10,7 +10,6 @@ plain http.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -30,10 +29,7 @@ from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
 from pyetcd.utils import prefix_range_end
 
 from ..errors import InvalidInput
-from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, validate_txn
-
-_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
+from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, decode, encode, validate_txn
 
 # A full get_prefix over a large range can exceed gRPC's default 4 MiB reply limit.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
@@ -274,11 +270,11 @@ class EtcdStore(Store):
 
     def _entry(self, kv: etcdrpc.KeyValue) -> Entry:
         key = kv.key[len(self._prefix) :].decode()
-        return Entry(key, _decode(kv.value.decode()), kv.mod_revision)
+        return Entry(key, decode(kv.value.decode()), kv.mod_revision)
 
     def _op(self, op: Op) -> etcdrpc.RequestOp:
         if isinstance(op, Put):
-            put = etcdrpc.PutRequest(key=self._key(op.key), value=_encode(op.value).encode())
+            put = etcdrpc.PutRequest(key=self._key(op.key), value=encode(op.value).encode())
             return etcdrpc.RequestOp(request_put=put)
         delete = etcdrpc.DeleteRangeRequest(key=self._key(op.key))
         return etcdrpc.RequestOp(request_delete_range=delete)
@@ -287,9 +283,7 @@ class EtcdStore(Store):
         reply = self._call("Range", etcdrpc.RangeRequest(key=self._key(key)), write=False)
         return self._entry(reply.kvs[0]) if reply.kvs else None
 
-    def get_prefix(self, prefix: str, limit: int | None = None) -> list[Entry]:
-        if limit is not None and limit < 1:
-            raise ValueError("limit must be a positive number or None")
+    def _get_prefix(self, prefix: str, limit: int | None) -> list[Entry]:
         start = self._key(prefix)
         # No explicit sort: etcd returns a range in ascending key order anyway, and asking
         # for a sort makes etcd 3.4 read every value in the range before applying the limit.

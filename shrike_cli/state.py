@@ -1,0 +1,358 @@
+"""The state layout: every key shrike keeps in a store, and the rules that tie them together.
+
+This is the only module that knows a key. Above it, code speaks of leases, cursors, idle
+addresses, reservations and pools; below it, a :class:`~shrike_cli.stores.base.Store`
+knows only keys, JSON values and revisions.
+
+Keys (relative to the store's prefix), each holding a JSON object a person can read:
+
+=================================  ==========================================================
+``config``                         the declarations (:class:`~shrike_cli.model.Config`)
+``leases/<ip>``                    one :class:`~shrike_cli.model.Lease` per address handed out
+                                   (held, reserved or released)
+``ranges/<range-id>[@<s>-<e>]``    a window's cursor ``{"next": n}``: every address at offset
+                                   ``n`` or later was never handed out dynamically
+``free/<range-id>/<ns>-<ip>``      a released address, ``{"ip", "mac"}``, keyed by its release
+                                   time so the longest idle comes first
+``macs/<mac>``                     ``{"ip"}``: the address a MAC holds or last held
+``names/<name>``                   ``{"ip"}``: the address a reservation name holds
+``pools/<subnet>[/<sub-pool>]``    a Docker pool and how many networks of each host use it
+=================================  ==========================================================
+
+The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
+
+1. a free-list key exists exactly while its lease is released, and the lease names it
+   (``free_key``); both change in one transaction, so a compare on either guards both;
+2. ``names/<name>`` exists exactly while a lease carries that name;
+3. ``macs/<mac>`` points at the address a MAC last held; it goes when that lease passes to
+   another MAC, so the index never outgrows the leases;
+4. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
+
+Changes are built as a :class:`Change` (preconditions and effects in domain terms) and
+committed as one compare-and-swap transaction by :meth:`State.commit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from . import cas
+from .model import STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
+from .stores.base import Compare, Delete, Entry, Op, Put, Store
+
+T = TypeVar("T")
+
+CONFIG_KEY = "config"
+LEASES = "leases/"
+CURSORS = "ranges/"
+FREE = "free/"
+MACS = "macs/"
+NAMES = "names/"
+POOLS = "pools/"
+
+
+def _lease_key(ip: str) -> str:
+    return LEASES + ip
+
+
+def _mac_key(mac: str) -> str:
+    return MACS + mac
+
+
+def _name_key(name: str) -> str:
+    return NAMES + name
+
+
+def _cursor_key(window: Window) -> str:
+    if window.is_whole:
+        return CURSORS + window.range.id
+    return f"{CURSORS}{window.range.id}@{int_to_ip(window.start)}-{int_to_ip(window.end)}"
+
+
+def _free_prefix(range_id: str) -> str:
+    return f"{FREE}{range_id}/"
+
+
+def pool_key(name: str) -> str:
+    """The key of the record of the Docker pool ``name`` (``subnet[/sub-pool]``)."""
+    return POOLS + name
+
+
+def _released_ns(free_key: str) -> int:
+    return int(free_key.rpartition("/")[2].partition("-")[0])
+
+
+# ------------------------------------------------------------------ values read
+@dataclass(frozen=True)
+class StoredLease:
+    """A lease as read, with the revision a later compare-and-swap checks."""
+
+    lease: Lease
+    revision: int
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A window's cursor: addresses from ``start + next`` on were never handed out."""
+
+    window: Window
+    next: int
+    revision: int
+
+    @property
+    def first_unused(self) -> int:
+        return self.window.start + self.next
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A released address waiting in its range's free list (oldest release first)."""
+
+    ip: IPv4
+    #: the MAC that last held it
+    mac: str
+    range_id: str
+    #: when it was released (ns since the epoch): the order in which idle addresses go
+    released: int
+    _key: str = field(repr=False)
+    _revision: int = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A precondition of a caller's: the reservation ``name`` is still as it was read
+    (``revision`` 0: absent). A change carrying it fails with :class:`PreconditionFailed`
+    once someone else wrote that name."""
+
+    name: str
+    revision: int
+
+    @property
+    def _compare(self) -> Compare:
+        return (_name_key(self.name), self.revision)
+
+
+class PreconditionFailed(Exception):
+    """A :class:`Guard` no longer holds; nothing was written."""
+
+
+# --------------------------------------------------------------------- changes
+class Change:
+    """One atomic change of the state, in domain terms: preconditions (the leases,
+    cursors and idle entries it was decided from) and effects. Nothing is written until
+    :meth:`State.commit`."""
+
+    def __init__(self, guards: Sequence[Guard] = ()) -> None:
+        self.compares: list[Compare] = [g._compare for g in guards]
+        self.ops: list[Op] = []
+        self.reads: list[str] = [g._compare[0] for g in guards]
+        self.guards = tuple(guards)
+
+    # -- preconditions (read back when the change fails)
+    def expect_lease(self, ip: str, revision: int) -> None:
+        """The lease of ``ip`` is as read at ``revision`` (0: there is none)."""
+        key = _lease_key(ip)
+        self.compares.append((key, revision))
+        self.reads.append(key)
+
+    def expect_cursor(self, cursor: Cursor) -> None:
+        key = _cursor_key(cursor.window)
+        self.compares.append((key, cursor.revision))
+        self.reads.append(key)
+
+    # -- effects
+    def write(self, lease: Lease, previous: Lease | None = None) -> None:
+        """Write ``lease`` over ``previous`` (the record it replaces, None for a new one),
+        with the free-list and index entries the invariants ask for."""
+        previous_mac = previous.mac if previous else ""
+        previous_free = previous.free_key if previous else ""
+        self._write(lease, previous_mac, previous_free, previous.name if previous else "")
+
+    def take_idle(self, idle: Idle, lease: Lease) -> None:
+        """Hand out the idle address ``idle`` as ``lease``, if it is still idle."""
+        self.compares.append((idle._key, idle._revision))
+        self._write(lease, idle.mac, idle._key, "")
+
+    def _write(self, lease: Lease, previous_mac: str, previous_free: str, previous_name: str) -> None:
+        self.ops.append(Put(_lease_key(lease.ip), lease.to_json()))
+        if previous_free and previous_free != lease.free_key:
+            self.ops.append(Delete(previous_free))
+        if lease.free_key and lease.free_key != previous_free:
+            self.ops.append(Put(lease.free_key, {"ip": lease.ip, "mac": lease.mac}))
+        if previous_mac and previous_mac != lease.mac:
+            self.ops.append(Delete(_mac_key(previous_mac)))
+        if lease.mac and not lease.free_key:  # a released address keeps its MAC's entry as it is
+            self.ops.append(Put(_mac_key(lease.mac), {"ip": lease.ip}))
+        if previous_name and previous_name != lease.name:
+            self.ops.append(Delete(_name_key(previous_name)))
+        if lease.name and lease.name != previous_name:
+            self.ops.append(Put(_name_key(lease.name), {"ip": lease.ip}))
+
+    def delete(self, lease: Lease) -> None:
+        """Forget ``lease`` (host and gateway records: they have no index entries)."""
+        self.ops.append(Delete(_lease_key(lease.ip)))
+
+    def advance(self, cursor: Cursor, to: int) -> Cursor:
+        """Move ``cursor`` to offset ``to``; returns the cursor as it will be (its
+        revision is known once committed)."""
+        self.ops.append(Put(_cursor_key(cursor.window), {"next": to}))
+        return replace(cursor, next=to)
+
+
+def parked(lease: Lease) -> Lease:
+    """``lease`` released: back on its range's free list, behind every address released
+    before it. Its name and owner go; its MAC stays, so that MAC can get it back."""
+    free_key = f"{_free_prefix(lease.range)}{time.time_ns():020d}-{lease.ip}"
+    return replace(lease, state=STATE_RELEASED, since=now_iso(), free_key=free_key, name="", owner={})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`State.commit` did. When it failed, the preconditions' current values
+    (read atomically with the failed compares) answer :meth:`lease` and :meth:`cursor`."""
+
+    succeeded: bool
+    revision: int
+    _entries: Mapping[str, Entry | None]
+
+    def lease(self, ip: str) -> StoredLease | None:
+        return _stored(self._entries[_lease_key(ip)])
+
+    def cursor(self, window: Window) -> Cursor:
+        return _cursor(window, self._entries[_cursor_key(window)])
+
+    def check(self, guards: Sequence[Guard]) -> None:
+        """Raise :class:`PreconditionFailed` if a guard no longer holds."""
+        for guard in guards:
+            current = self._entries.get(guard._compare[0])
+            if (current.revision if current else 0) != guard.revision:
+                raise PreconditionFailed(guard.name)
+
+
+def _stored(entry: Entry | None) -> StoredLease | None:
+    return StoredLease(Lease.from_json(entry.value), entry.revision) if entry else None
+
+
+def _cursor(window: Window, entry: Entry | None) -> Cursor:
+    return Cursor(window, entry.value["next"], entry.revision) if entry else Cursor(window, 0, 0)
+
+
+# ----------------------------------------------------------------------- state
+class State:
+    """shrike's state in ``store``: reads, and changes committed atomically."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def commit(self, change: Change) -> Outcome:
+        """Apply ``change`` if all its preconditions hold; raises nothing on a lost race
+        (the outcome says so), :class:`PreconditionFailed` when a guard broke."""
+        result = self.store.txn(change.compares, change.ops, reads=change.reads)
+        outcome = Outcome(result.succeeded, result.revision, result.entries)
+        if not result.succeeded:
+            outcome.check(change.guards)
+        return outcome
+
+    # -- leases
+    def lease(self, ip: str) -> StoredLease | None:
+        return _stored(self.store.get(_lease_key(ip)))
+
+    def leases(self) -> list[StoredLease]:
+        """Every lease record (released ones too), in key order."""
+        return [StoredLease(Lease.from_json(e.value), e.revision) for e in self.store.get_prefix(LEASES)]
+
+    def update_lease(
+        self,
+        ip: str,
+        decide: Callable[[StoredLease | None], tuple[T, Change | None]],
+        *,
+        max_wait: float,
+        guards: Sequence[Guard] = (),
+    ) -> T:
+        """Read the lease of ``ip``, let ``decide`` answer and say what to change (None:
+        nothing), and commit only if that lease is still as read; on a race, again.
+        ``decide`` may raise to refuse."""
+
+        def raw(entry: Entry | None) -> tuple[T, Sequence[Op]]:
+            answer, change = decide(_stored(entry))
+            assert change is None or change.compares == [], "update_lease compares the lease itself"
+            return answer, change.ops if change else ()
+
+        try:
+            return cas.update(self.store, _lease_key(ip), raw, max_wait=max_wait, guards=[g._compare for g in guards])
+        except cas.GuardFailed as failed:
+            raise PreconditionFailed(failed.key.removeprefix(NAMES)) from None
+
+    # -- indexes
+    def address_of_mac(self, mac: str) -> IPv4 | None:
+        """The address ``mac`` holds or last held, if any."""
+        entry = self.store.get(_mac_key(mac))
+        return IPv4(entry.value["ip"]) if entry else None
+
+    def reservation(self, name: str) -> tuple[IPv4 | None, Guard]:
+        """The address reserved for ``name`` (None: no reservation), and a guard that
+        holds while nobody changes that."""
+        entry = self.store.get(_name_key(name))
+        if entry is None:
+            return None, Guard(name, 0)
+        return IPv4(entry.value["ip"]), Guard(name, entry.revision)
+
+    def drop_dangling_reservation(self, guard: Guard) -> None:
+        """Remove a name index entry whose lease is gone (it should never happen)."""
+        self.store.txn([guard._compare], [Delete(guard._compare[0])])
+
+    # -- dynamic allocation
+    def cursor(self, window: Window) -> Cursor:
+        return _cursor(window, self.store.get(_cursor_key(window)))
+
+    def idle(self, range_id: str, limit: int) -> list[Idle]:
+        """The ``limit`` longest-idle addresses of a container range, oldest first."""
+        return [
+            Idle(IPv4(e.value["ip"]), e.value.get("mac", ""), range_id, _released_ns(e.key), e.key, e.revision)
+            for e in self.store.get_prefix(_free_prefix(range_id), limit=limit)
+        ]
+
+    # -- declarations
+    def config(self) -> tuple[Config, int]:
+        """The declarations and their store revision (0 when nothing is declared)."""
+        entry = self.store.get(CONFIG_KEY)
+        return (Config.from_json(entry.value), entry.revision) if entry else (Config(), 0)
+
+    def update_config(self, change: Callable[[Config], Config | None], *, max_wait: float) -> Config:
+        """Apply ``change`` to the declarations with compare-and-swap, again on a race;
+        ``change`` returns None when there is nothing to write."""
+
+        def decide(entry: Entry | None) -> tuple[Config, list[Op]]:
+            config = Config.from_json(entry.value) if entry else Config()
+            new = change(config)
+            return (config, []) if new is None else (new, [Put(CONFIG_KEY, new.to_json())])
+
+        return cas.update(self.store, CONFIG_KEY, decide, max_wait=max_wait)
+
+    # -- Docker pools
+    def pool_records(self) -> list[dict[str, Any]]:
+        """Every pool record, in key order."""
+        return [entry.value for entry in self.store.get_prefix(POOLS)]
+
+    def update_pool_record(
+        self,
+        name: str,
+        decide: Callable[[dict[str, Any] | None], tuple[T, dict[str, Any] | None, bool]],
+        *,
+        max_wait: float,
+    ) -> T:
+        """Compare-and-swap on pool record ``name``: ``decide`` gets the record (None when
+        absent) and returns the answer, the new record (None: remove it) and whether
+        anything changed."""
+        key = pool_key(name)
+
+        def raw(entry: Entry | None) -> tuple[T, list[Op]]:
+            answer, record, changed = decide(entry.value if entry else None)
+            if not changed:
+                return answer, []
+            return answer, [Put(key, record) if record is not None else Delete(key)]
+
+        return cas.update(self.store, key, raw, max_wait=max_wait)
