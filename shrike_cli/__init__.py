@@ -1,3 +1,1 @@
 """shrike: containers on the host's own LAN subnet, through a Docker IPAM plugin."""
-
-__version__ = "0.1.0"

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from shrike_cli.cli import app
 from shrike_cli.state import CONFIG_KEY
 from shrike_cli.stores import Put
+from tests.fixtures import project_version
 from tests.fixtures.stores import open_store_args
 
 Run = Callable[..., "Result"]
@@ -178,6 +179,14 @@ def test_console_scripts(script: str, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "shrike.db").exists()
+
+
+@pytest.mark.parametrize("argv", [["shrike", "--version"], ["oam-docker-ipam", "-V"]])
+def test_version_is_the_one_of_pyproject(argv: list[str]) -> None:
+    """The installed program says the version pyproject.toml holds (through the package's
+    metadata), and does nothing else: no store is opened, no command needed."""
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "CLUSTER_STORE": "x"})
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"shrike {project_version()}\n", "")
 
 
 def test_unreachable_etcd_is_one_line_naming_it(tmp_path: Path) -> None:

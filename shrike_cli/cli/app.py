@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,9 +89,33 @@ app = typer.Typer(
 )
 
 
+def print_version(ctx: typer.Context, value: bool) -> None:
+    """--version: the installed distribution's version (pyproject.toml is its one home)."""
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        version = metadata.version("shrike")
+    except metadata.PackageNotFoundError:
+        output.error("no version: shrike is not installed (./install.sh or pip install .)")
+        raise typer.Exit(1) from None
+    typer.echo(f"shrike {version}")
+    raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            expose_value=False,
+            callback=print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
     cluster_store: Annotated[
         str | None,
         typer.Option(
