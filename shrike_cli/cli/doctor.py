@@ -11,10 +11,16 @@ from ..stores import store_file
 from . import output
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
-from .output import Format, OutputOption
+from .output import Column, Format, OutputOption
 from .state import globals_of
 
-COLUMNS = [("status", "STATUS"), ("name", "CHECK"), ("detail", "FOUND"), ("hint", "WHAT TO DO")]
+# What was found and what to do are whole sentences: never cut.
+COLUMNS = [
+    Column("status", "STATUS"),
+    Column("name", "CHECK"),
+    Column("detail", "FOUND", width=None),
+    Column("hint", "WHAT TO DO", width=None),
+]
 
 
 @app.command("doctor")
