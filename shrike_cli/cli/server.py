@@ -62,5 +62,7 @@ def server(
         if follow_docker:
             helpers.enter_context(OwnerTracker(ipam))
         if reconcile_every:
-            helpers.enter_context(PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name))
+            helpers.enter_context(
+                PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name, plugin_dir=plugin_dir)
+            )
         PluginServer(Driver(ipam), path).run()
