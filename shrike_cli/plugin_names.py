@@ -21,10 +21,9 @@ from typing import Any
 import docker
 
 from .docker_api import docker_errors, docker_host
+from .plugin import PLUGIN_DIR
 from .plugin.client import PluginClient
 
-#: The folder dockerd looks in for plugin sockets (it cannot be told another).
-PLUGIN_DIR = Path("/run/docker/plugins")
 #: IPAM drivers built into dockerd (``null`` serves the host and none networks).
 BUILTIN_DRIVERS = frozenset({"", "default", "null", "windowsipam"})
 #: Seconds a plugin socket may take to answer Plugin.Activate (it answers from memory).
@@ -75,8 +74,12 @@ class InUse:
     plugin_dir: Path = PLUGIN_DIR
 
     def hint(self, name: str) -> str:
-        """Why no network of the dockerd uses the plugin ``name``, and what to do: the
-        likely cause first."""
+        """Why no network of the dockerd uses the plugin ``name``, and what to do (the
+        likely cause first), in one sentence."""
+        return ": ".join(self.explain(name))
+
+    def explain(self, name: str) -> tuple[str, str]:
+        """:meth:`hint` in two parts: what was found, and what to do."""
         unused = f"no network of this dockerd uses the IPAM driver '{name}'"
         other_dockerd = f"check DOCKER_HOST (now {docker_host()})"
         # Live plugins first: a network whose plugin is gone is a leftover.
@@ -84,23 +87,24 @@ class InUse:
         if others:
             used = ", ".join(f"'{d}' ({', '.join(self.networks[d])})" for d in others)
             return (
-                f"{unused}; networks here use {used}: give --plugin-name {others[0]}"
-                f" (or, if the plugin is '{name}', {other_dockerd})"
+                f"{unused}; networks here use {used}",
+                f"give --plugin-name {others[0]} (or, if the plugin is '{name}', {other_dockerd})",
             )
         if name in self.live:
             return (
-                f"{unused}, which answers on {self.plugin_dir / name}.sock: create a network with "
-                f"--ipam-driver {name}, or, if it has its networks on another dockerd, {other_dockerd}"
+                f"{unused}, which answers on {self.plugin_dir / name}.sock",
+                f"create one (shrike create-network --ip HOST_IP --plugin-name {name}, or docker network create "
+                f"--ipam-driver {name} ...), or, if its networks are on another dockerd, {other_dockerd}",
             )
         if self.live:
             answering = ", ".join(f"'{n}'" for n in self.live) + (" does" if len(self.live) == 1 else " do")
             return (
-                f"{unused}, and none answers as '{name}' in {self.plugin_dir}; {answering}: "
-                f"give --plugin-name {self.live[0]}, or {other_dockerd}"
+                f"{unused}, and none answers as '{name}' in {self.plugin_dir}; {answering}",
+                f"give --plugin-name {self.live[0]}, or {other_dockerd}",
             )
         return (
-            f"{unused}, no network here uses an IPAM plugin, and no plugin answers in {self.plugin_dir}: "
-            f"{other_dockerd}, and that shrike server runs"
+            f"{unused}, no network here uses an IPAM plugin, and no plugin answers in {self.plugin_dir}",
+            f"{other_dockerd}, and that shrike server runs",
         )
 
 

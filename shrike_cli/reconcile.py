@@ -37,7 +37,8 @@ from .errors import InvalidInput
 from .ipam import Ipam
 from .model import Lease
 from .owners import endpoints, host_container_leases
-from .plugin_names import PLUGIN_DIR, in_use, networks_by_driver
+from .plugin import PLUGIN_DIR
+from .plugin_names import in_use, networks_by_driver
 
 log = logging.getLogger("shrike.reconcile")
 

@@ -73,8 +73,8 @@ HINTS = [
     (
         InUse({}, ("shrike",)),
         "no network of this dockerd uses the IPAM driver 'shrike', which answers on /run/docker/plugins/shrike.sock: "
-        "create a network with --ipam-driver shrike, or, if it has its networks on another dockerd, "
-        "check DOCKER_HOST (now X)",
+        "create one (shrike create-network --ip HOST_IP --plugin-name shrike, or docker network create --ipam-driver "
+        "shrike ...), or, if its networks are on another dockerd, check DOCKER_HOST (now X)",
     ),
     (
         InUse({}, ("talkingdata",)),

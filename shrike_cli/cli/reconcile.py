@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..docker_api import docker_client
-from ..plugin_names import PLUGIN_DIR
+from ..plugin import PLUGIN_DIR
 from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
 from . import output
 from .app import app

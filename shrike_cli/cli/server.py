@@ -10,7 +10,7 @@ import typer
 
 from ..ipam import Ipam
 from ..owners import OwnerTracker
-from ..plugin import Driver, PluginServer, socket_path
+from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
 from ..reconcile import PeriodicReconcile
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
@@ -29,7 +29,7 @@ def server(
     plugin_dir: Annotated[
         Path,
         typer.Option("--plugin-dir", help="Where dockerd looks for plugin sockets.", file_okay=False),
-    ] = Path("/run/docker/plugins"),
+    ] = PLUGIN_DIR,
     follow_docker: Annotated[
         bool,
         typer.Option(

@@ -48,6 +48,8 @@ from .protocol import MAX_BODY, Driver
 log = logging.getLogger("shrike.plugin")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+#: Where dockerd looks for legacy plugin sockets.
+PLUGIN_DIR = Path("/run/docker/plugins")
 #: A keep-alive connection with no request for this long is closed (dockerd reconnects).
 IDLE_TIMEOUT = 30.0
 #: Seconds from a request's first byte until its headers and body must all have come.
