@@ -38,7 +38,7 @@ from shrike_cli.doctor import (
 from shrike_cli.hostnet.hostview import Address, HostView, Link, Route
 from shrike_cli.ipam import Ipam
 from shrike_cli.stores import EmbeddedStore
-from tests.fixtures.dockerd import DockerDaemon, Tracker, unique_plugin_name
+from tests.fixtures.dockerd import DockerDaemon, Tracker
 from tests.fixtures.etcd import free_port
 from tests.fixtures.hostnet import HOST_IP, ROUTER, Shrike
 from tests.fixtures.netns import free_name
@@ -287,29 +287,6 @@ def test_a_network_on_a_subnet_the_store_does_not_declare_fails(
 
 
 # ------------------------------------------------ networks however they were made
-@pytest.fixture
-def bare_plugin(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[Plugin]:
-    """``shrike server`` on a store with the test LAN and 203.0.113.0/24 declared, and no
-    address recorded as this host's: a host set up without create-network."""
-    state = tmp_path / "state"
-    store = EmbeddedStore(state / "shrike.db")
-    ipam = Ipam(store)
-    ipam.declare_host_range("198.51.100.1/24", "198.51.100.99/24", ROUTER)
-    ipam.declare_ip_range("198.51.100.100/24", "198.51.100.199/24")
-    ipam.declare_host_range("203.0.113.1/24", "203.0.113.99/24", "203.0.113.254")
-    ipam.declare_ip_range("203.0.113.100/24", "203.0.113.103/24")
-    server = ServerProcess(
-        ["--state-dir", str(state)], Path(dockerd.plugin_dir), unique_plugin_name(), tmp_path / "server.log",
-        env=dockerd.env,
-    )  # fmt: skip
-    try:
-        server.start()
-        yield Plugin(server.name, server, ipam)
-    finally:
-        server.stop()
-        store.close()
-
-
 def docker_network_create(dockerd: DockerDaemon, tracker: Tracker, plugin: str, subnet: str, gateway: str) -> str:
     """``docker network create --ipam-driver PLUGIN ...`` as the README's manual set-up does."""
     name = f"shk-{uuid.uuid4().hex[:8]}"
@@ -325,22 +302,26 @@ def docker_network_create(dockerd: DockerDaemon, tracker: Tracker, plugin: str, 
 
 @pytest.mark.docker
 def test_networks_made_by_docker_network_create_are_found_and_pass(
-    bare_plugin: Plugin, dockerd: DockerDaemon, docker_cleanup: Tracker
+    plugin: Plugin, dockerd: DockerDaemon, docker_cleanup: Tracker
 ) -> None:
-    lan = docker_network_create(dockerd, docker_cleanup, bare_plugin.name, "198.51.100.0/24", "198.51.100.39")
+    # A host set up without create-network: no address is recorded as this host's.
+    plugin.ipam.release_host(HOST_IP)
+    lan = docker_network_create(dockerd, docker_cleanup, plugin.name, "198.51.100.0/24", HOST_IP)
     env = {"DOCKER_HOST": dockerd.url}
-    args = ("--plugin-name", bare_plugin.name)
+    args = ("--plugin-name", plugin.name)
     # No --network: the networks that use the plugin, whatever their names.
-    report = doctor(bare_plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
+    report = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
     assert report.code == 0, report.data
     assert report["network"]["detail"] == f"{lan} uses this plugin, on the declared subnet 198.51.100.0/24"
     assert report.status("host network") == WARN
     # The gateway, this host's address, is recorded (as the gateway, or as this host's).
-    assert report.status("host lease") == OK and report["host lease"]["detail"].startswith("198.51.100.39")
+    assert report.status("host lease") == OK and report["host lease"]["detail"].startswith(HOST_IP)
 
     # Two networks: each one's checks carry its name.
-    small = docker_network_create(dockerd, docker_cleanup, bare_plugin.name, "203.0.113.0/24", "203.0.113.200")
-    report = doctor(bare_plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
+    plugin.ipam.declare_host_range("203.0.113.1/24", "203.0.113.99/24", "203.0.113.254")
+    plugin.ipam.declare_ip_range("203.0.113.100/24", "203.0.113.103/24")
+    small = docker_network_create(dockerd, docker_cleanup, plugin.name, "203.0.113.0/24", "203.0.113.200")
+    report = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
     assert report.code == 0, report.data
     assert report[f"network ({small})"]["detail"] == f"{small} uses this plugin, on the declared subnet 203.0.113.0/24"
     assert report.status(f"network ({lan})") == OK
