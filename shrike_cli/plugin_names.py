@@ -16,13 +16,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import docker
+from typing import TYPE_CHECKING, Any
 
 from .docker_api import docker_errors, docker_host
 from .plugin import PLUGIN_DIR
 from .plugin.client import PluginClient
+
+if TYPE_CHECKING:
+    import docker
 
 #: IPAM drivers built into dockerd (``null`` serves the host and none networks).
 BUILTIN_DRIVERS = frozenset({"", "default", "null", "windowsipam"})
