@@ -320,15 +320,17 @@ class _Diagnosis:
     def start_order(self) -> Iterator[Check]:
         if self.client is None or self.plugin_path is None:
             return
-        docker_socket = _docker_socket()
         plugin = Process.listening_on(self.plugin_path)
-        dockerd = Process.listening_on(docker_socket) if docker_socket else None
-        # dockerd over TCP, or its socket held by systemd (socket activation): its
-        # process cannot be told from here.
-        if plugin is None or dockerd is None or dockerd.name != "dockerd":
+        if plugin is None:
             return
+        docker_socket = _docker_socket()
+        dockerd = Process.listening_on(docker_socket) if docker_socket else None
         uses = [net for net in self.networks if net.ipam_driver == self.target.plugin_name]
-        yield start_order_check(plugin, dockerd, uses)
+        # dockerd over TCP, or its socket held by systemd (socket activation): its
+        # process cannot be told from here, only the units' order.
+        check = start_order_check(plugin, dockerd if dockerd and dockerd.name == "dockerd" else None, uses)
+        if check is not None:
+            yield check
 
     # ------------------------------------------------------------ host network
     def host_links(self) -> Iterator[Check]:
@@ -699,12 +701,13 @@ def ordered_before(unit: str, other: str) -> bool | None:
 
 
 def start_order_check(
-    plugin: Process, dockerd: Process, networks: Sequence[DockerNetwork], ordered: bool | None = None
-) -> Check:
+    plugin: Process, dockerd: Process | None, networks: Sequence[DockerNetwork], ordered: bool | None = None
+) -> Check | None:
     """The plugin must start before dockerd: at its start dockerd asks the plugin about each
     network that uses it, and without it stalls about 60 s, and leaves --restart always
     containers on those networks exited. Under systemd the units' order says it (given
-    as ``ordered``, else asked); otherwise which process started first."""
+    as ``ordered``, else asked); otherwise which process started first (None when
+    dockerd's process is not known either)."""
     if plugin.unit and ordered is None:
         ordered = ordered_before(plugin.unit, DOCKER_UNIT)
     if plugin.unit and ordered is not None:
@@ -718,6 +721,8 @@ def start_order_check(
             f"systemctl edit {plugin.unit}, add 'Before={DOCKER_UNIT}' under [Unit] (as examples/shrike.service has), "
             "then systemctl daemon-reload",
         )
+    if dockerd is None:
+        return None
     if plugin.start_ticks <= dockerd.start_ticks:
         return Check("start order", OK, f"shrike server (pid {plugin.pid}) started before dockerd (pid {dockerd.pid})")
     # Networks made after the plugin started were not there when dockerd started.
