@@ -1,11 +1,14 @@
 """``shrike doctor``: check what a host needs, and say in plain words what is wrong.
 
 :func:`diagnose` runs the checks in the order a host is set up: the store and its
-declarations, the plugin socket, Docker, the Docker network, the bridge (or macvlan
-uplink) the network's labels describe, and this host's lease. Each gives a
-:class:`Check`: a status (ok, warn or fail), what was found, and for anything not ok a
-hint saying what to run. A check that needs what an earlier one found missing (the
-network checks without Docker) is left out rather than failed a second time.
+declarations, the plugin socket, Docker, the Docker networks that use the plugin (however
+they were made; or the one named), whether the plugin starts before dockerd, the bridge
+(or macvlan uplink) that create-network's labels describe, and this host's lease (or, for
+networks made otherwise, their gateway's). Each gives a :class:`Check`: a status (ok,
+warn or fail), what was found, and for anything not ok a hint saying what to run. A
+check that needs what an earlier one found missing (the network checks without Docker)
+is left out rather than failed a second time. When several networks are checked, the
+name of each network's checks ends with it: ``network (mynet)``.
 
 Nothing is changed, not even a missing embedded store, which opening would create.
 Docker and pyroute2 are imported only when their checks run: they take a third of a
@@ -17,17 +20,24 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
+import socket
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ShrikeError
 from .ipam import Ipam
-from .model import KIND_HOST, Config, Subnet
-from .plugin import socket_path
+from .model import KIND_CONTAINER, KIND_HOST, Config, Subnet
+from .plugin import PLUGIN_DIR, socket_path
 from .plugin.client import PluginClient
+from .plugin_names import in_use, is_ipam_driver, networks_by_driver
 from .stores.base import Store
 
 if TYPE_CHECKING:
@@ -43,7 +53,12 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 PLUGIN_TIMEOUT = 2.0
 #: Seconds Docker may take to answer one API call.
 DOCKER_TIMEOUT = 3.0
-DEFAULT_PLUGIN_DIR = Path("/run/docker/plugins")
+#: Where the Docker SDK goes without DOCKER_HOST.
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+#: dockerd's systemd unit, which the plugin's unit must come before.
+DOCKER_UNIT = "docker.service"
+#: Seconds systemctl may take to answer.
+SYSTEMCTL_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,9 +82,10 @@ class Target:
     open_store: Callable[[], Store]
     #: the embedded store's file, None with etcd: a missing file is reported, not created
     store_file: Path | None
-    plugin_dir: Path = DEFAULT_PLUGIN_DIR
+    plugin_dir: Path = PLUGIN_DIR
     plugin_name: str = "shrike"
-    network: str = "mynet"
+    #: the one network to check; None: every network whose IPAM driver is the plugin
+    network: str | None = None
     plugin_timeout: float = PLUGIN_TIMEOUT
     docker_timeout: float = DOCKER_TIMEOUT
 
@@ -84,6 +100,45 @@ def failed(checks: list[Check]) -> bool:
     return any(check.status == FAIL for check in checks)
 
 
+@dataclass(frozen=True)
+class DockerNetwork:
+    """A Docker network as the checks need it."""
+
+    name: str
+    ipam_driver: str
+    #: when it was created (None if dockerd does not say)
+    created: datetime | None = None
+    #: its IPv4 pools (shrike serves no IPv6 pool; a dual-stack network has one from elsewhere)
+    pools: tuple[str, ...] = ()
+    #: the gateway of its first IPv4 pool that names one
+    gateway: str | None = None
+    #: the LAN router its containers use, for hints
+    router: str | None = None
+    #: create-network's labels, without their prefix (none: made otherwise)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def inspect(cls, client: docker.DockerClient, name: str) -> DockerNetwork:
+        from .docker_api import docker_errors
+        from .hostnet.docker_net import LABEL_PREFIX
+
+        with docker_errors():
+            attrs = client.api.inspect_network(name)
+        ipam = attrs.get("IPAM") or {}
+        configs = [c for c in ipam.get("Config") or [] if c.get("Subnet") and ":" not in c["Subnet"]]
+        aux = [c.get("AuxiliaryAddresses") or {} for c in configs]
+        labels = attrs.get("Labels") or {}
+        return cls(
+            name=attrs["Name"],
+            ipam_driver=ipam.get("Driver") or "default",
+            created=_docker_time(attrs.get("Created") or ""),
+            pools=tuple(c["Subnet"] for c in configs),
+            gateway=next((c["Gateway"] for c in configs if c.get("Gateway")), None),
+            router=next((a["DefaultGatewayIPv4"] for a in aux if "DefaultGatewayIPv4" in a), None),
+            labels={k.removeprefix(LABEL_PREFIX): v for k, v in labels.items() if k.startswith(LABEL_PREFIX)},
+        )
+
+
 @dataclass
 class _Diagnosis:
     """The checks, and what each found that later ones need."""
@@ -92,10 +147,10 @@ class _Diagnosis:
     ipam: Ipam | None = None
     config: Config | None = None
     client: docker.DockerClient | None = None
-    #: the network's create-network labels, without their prefix
-    labels: dict[str, str] = field(default_factory=dict)
-    #: the LAN router the network's containers use, for hints
-    router: str | None = None
+    #: the plugin's socket, once it answered
+    plugin_path: Path | None = None
+    #: the networks checked: those using the plugin, or the one named
+    networks: list[DockerNetwork] = field(default_factory=list)
 
     def __enter__(self) -> _Diagnosis:
         return self
@@ -109,7 +164,8 @@ class _Diagnosis:
             ("store", "reading the store", self.store),
             ("plugin", "asking the plugin", self.plugin),
             ("docker", "asking Docker", self.docker),
-            ("network", "looking up the Docker network", self.network),
+            ("network", "looking up the Docker networks", self.network),
+            ("start order", "comparing when the plugin and dockerd started", self.start_order),
             ("host network", "reading this host's links and routes", self.host_links),
             ("host lease", "looking up this host's lease", self.host_lease),
         ]
@@ -161,7 +217,7 @@ class _Diagnosis:
             yield Check("plugin", FAIL, str(err), "give the --plugin-name 'shrike server' runs with")
             return
         start = f"shrike server --plugin-name {t.plugin_name}"
-        if t.plugin_dir != DEFAULT_PLUGIN_DIR:
+        if t.plugin_dir != PLUGIN_DIR:
             start += f" --plugin-dir {t.plugin_dir}"
         if not os.path.lexists(path):
             yield Check(
@@ -171,7 +227,10 @@ class _Diagnosis:
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             yield Check("plugin", FAIL, f"{path} is not a socket", f"remove it, then start the plugin: {start}")
             return
-        yield _activate(path, t.plugin_timeout, start)
+        check = _activate(path, t.plugin_timeout, start)
+        if check.status == OK:
+            self.plugin_path = path
+        yield check
 
     # ----------------------------------------------------------------- docker
     def docker(self) -> Iterator[Check]:
@@ -199,63 +258,116 @@ class _Diagnosis:
     def network(self) -> Iterator[Check]:
         if self.client is None:
             return
-        from .hostnet.docker_net import LABEL_PREFIX, find
-
         t = self.target
-        view = find(self.client, t.network)
+        if t.network is not None:
+            yield from self._named_network(t.network)
+        else:
+            by_driver = networks_by_driver(self.client)
+            names = by_driver.get(t.plugin_name, ())
+            if not names:
+                found, fix = in_use(by_driver, t.plugin_dir).explain(t.plugin_name)
+                yield Check("network", FAIL, found, fix)
+                return
+            self.networks = [DockerNetwork.inspect(self.client, name) for name in names]
+            location = self.ipam.store.location if self.ipam else ""
+            for net in self.networks:
+                yield self._of(pool_check(net.name, list(net.pools), self.config, location), net)
+        plain = [net.name for net in self.networks if "mode" not in net.labels]
+        if plain:
+            one = len(plain) == 1
+            yield Check(
+                "host network",
+                WARN,
+                f"network{'' if one else 's'} {', '.join(plain)} {'was' if one else 'were'} not made by "
+                f"create-network: {'its bridge' if one else 'their bridges'} and this host's links are not checked",
+            )
+
+    def _named_network(self, name: str) -> Iterator[Check]:
+        """``--network NAME``: that network, whatever plugin it uses."""
+        from .hostnet.docker_net import find
+
+        assert self.client is not None
+        t = self.target
+        view = find(self.client, name)
         if view is None:
             yield Check(
                 "network",
                 FAIL,
-                f"Docker has no network named {t.network}",
-                f"create it: shrike create-network --ip HOST_IP --name {t.network} --plugin-name {t.plugin_name} "
+                f"Docker has no network named {name}",
+                f"create it: shrike create-network --ip HOST_IP --name {name} --plugin-name {t.plugin_name} "
                 "(HOST_IP: this host's own address)",
             )
             return
-        pool_configs = (self.client.api.inspect_network(view.id).get("IPAM") or {}).get("Config") or []
-        # IPv4 only: shrike serves no IPv6 pool (a dual-stack network has one from elsewhere).
-        pools = [c["Subnet"] for c in pool_configs if c.get("Subnet") and ":" not in c["Subnet"]]
-        aux = [c.get("AuxiliaryAddresses") or {} for c in pool_configs]
-        self.router = next((a["DefaultGatewayIPv4"] for a in aux if "DefaultGatewayIPv4" in a), None)
-        self.labels = {k.removeprefix(LABEL_PREFIX): v for k, v in view.labels.items() if k.startswith(LABEL_PREFIX)}
-        if view.ipam_driver != t.plugin_name:
-            driver = view.ipam_driver or "default"
+        net = DockerNetwork.inspect(self.client, view.id)
+        self.networks = [net]
+        if net.ipam_driver != t.plugin_name:
             yield Check(
                 "network",
                 FAIL,
-                f"network {t.network} uses the IPAM driver {driver}, not {t.plugin_name}",
-                f"if the plugin runs as {driver}, give --plugin-name {driver}; otherwise remove the network "
-                f"(shrike create-network --undo --name {t.network}) and create it with --plugin-name {t.plugin_name}",
+                f"network {name} uses the IPAM driver {net.ipam_driver}, not {t.plugin_name}",
+                f"if the plugin runs as {net.ipam_driver}, give --plugin-name {net.ipam_driver}; otherwise remove the "
+                f"network (shrike create-network --undo --name {name}) and create it with --plugin-name "
+                f"{t.plugin_name}",
             )
         else:
-            yield pool_check(t.network, pools, self.config, self.ipam.store.location if self.ipam else "")
-        if "mode" not in self.labels:
-            yield Check(
-                "host network",
-                WARN,
-                f"network {t.network} was not made by create-network: its bridge and this host's links are not checked",
-            )
+            yield pool_check(name, list(net.pools), self.config, self.ipam.store.location if self.ipam else "")
+
+    def _of(self, check: Check, net: DockerNetwork) -> Check:
+        """``check`` about ``net``: its name ends with the network's when there are several."""
+        return replace(check, name=f"{check.name} ({net.name})") if len(self.networks) > 1 else check
+
+    # ------------------------------------------------------------ start order
+    def start_order(self) -> Iterator[Check]:
+        if self.client is None or self.plugin_path is None:
+            return
+        plugin = Process.listening_on(self.plugin_path)
+        if plugin is None:
+            return
+        docker_socket = _docker_socket()
+        dockerd = Process.listening_on(docker_socket) if docker_socket else None
+        uses = [net for net in self.networks if net.ipam_driver == self.target.plugin_name]
+        # dockerd over TCP, or its socket held by systemd (socket activation): its
+        # process cannot be told from here, only the units' order.
+        check = start_order_check(plugin, dockerd if dockerd and dockerd.name == "dockerd" else None, uses)
+        if check is not None:
+            yield check
 
     # ------------------------------------------------------------ host network
     def host_links(self) -> Iterator[Check]:
-        labels = self.labels
-        if "mode" not in labels:
+        made = [net for net in self.networks if "mode" in net.labels]
+        if not made:
             return
         from .hostnet.links import Netlink
 
-        with Netlink() as net:
-            host = net.read()
-        uplink = labels.get("uplink", "")
-        if labels["mode"] == "bridge":
-            bridge, host_ip = labels.get("bridge", ""), labels.get("host-ip", "")
-            yield from bridge_checks(host, self.target.network, bridge, uplink, host_ip, self.router)
-        else:
-            yield macvlan_check(host, self.target.network, uplink, labels.get("shim"))
+        with Netlink() as netlink:
+            host = netlink.read()
+        for net in made:
+            labels = net.labels
+            uplink = labels.get("uplink", "")
+            if labels["mode"] == "bridge":
+                bridge, host_ip = labels.get("bridge", ""), labels.get("host-ip", "")
+                checks = list(bridge_checks(host, net.name, bridge, uplink, host_ip, net.router))
+            else:
+                checks = [macvlan_check(host, net.name, uplink, labels.get("shim"))]
+            for check in checks:
+                yield self._of(check, net)
 
     # ------------------------------------------------------------- host lease
     def host_lease(self) -> Iterator[Check]:
-        if self.ipam is not None:
-            yield host_lease_check(self.ipam, self.labels.get("host-ip"), self.target.network)
+        ipam = self.ipam
+        if ipam is None:
+            return
+        made = [net for net in self.networks if "host-ip" in net.labels]
+        if made:
+            for net in made:
+                yield self._of(host_lease_check(ipam, net.labels["host-ip"], net.name), net)
+        elif self.networks and not ipam.own_addresses():
+            # Made otherwise: nothing says which address is this host's, but the gateway,
+            # often this host's own address on the bridge, must be nobody else's.
+            for net in self.networks:
+                yield self._of(gateway_lease_check(ipam, net.name, net.gateway), net)
+        else:
+            yield host_lease_check(ipam, None, self.target.network or "mynet")
 
 
 def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:
@@ -360,8 +472,8 @@ def _activate(path: Path, timeout: float, start: str) -> Check:
             f"{path} did not answer Plugin.Activate properly: {str(err) or type(err).__name__}",
             f"is something else listening there? Stop it, then start the plugin: {start}",
         )
-    implements: Any = reply.get("Implements") if isinstance(reply, dict) else None
-    if status != 200 or not isinstance(implements, list) or "IpamDriver" not in implements:
+    if not is_ipam_driver(status, reply):
+        implements: Any = reply.get("Implements") if isinstance(reply, dict) else None
         what = ", ".join(map(str, implements)) if isinstance(implements, list) and implements else f"HTTP {status}"
         return Check(
             "plugin",
@@ -478,3 +590,175 @@ def macvlan_check(host: HostView, network: str, uplink: str, shim: str | None) -
     return Check(
         "uplink", OK, f"{network}'s containers sit on {uplink}" + (f", reached through {shim}" if shim else "")
     )
+
+
+def gateway_lease_check(ipam: Ipam, network: str, gateway: str | None) -> Check:
+    """A network not made by create-network: its gateway is recorded in the store (as the
+    network asked for it), and not as another host's address or a container's."""
+    me = ipam.host
+    if gateway is None:
+        return Check("host lease", OK, f"network {network} names no gateway: no address of this host is needed")
+    lease = ipam.lease(gateway)
+    if lease is None:
+        return Check(
+            "host lease",
+            WARN,
+            f"{gateway}, the gateway of {network}, is not recorded in the store {ipam.store.location}",
+            "the network was made with another store (or before this one was reset): give the --cluster-store or "
+            "--state-dir 'shrike server' uses, or create the network again",
+        )
+    if lease.kind == KIND_HOST and not lease.is_host_of(me):
+        return Check(
+            "host lease",
+            FAIL,
+            f"{gateway}, the gateway of {network}, is recorded as host {lease.host}'s address, not this host's ({me})",
+            "two hosts must not share an address: give the network this host's own address as --gateway",
+        )
+    if lease.kind == KIND_CONTAINER:
+        return Check(
+            "host lease",
+            FAIL,
+            f"{gateway}, the gateway of {network}, is recorded as a container's address ({lease.describe()})",
+            f"one address for two uses: see 'shrike leases', and create {network} again with another --gateway",
+        )
+    what = f"this host's ({me})" if lease.is_host_of(me) else f"a {lease.kind} address"
+    return Check("host lease", OK, f"{gateway}, the gateway of {network}, is recorded as {what}")
+
+
+@dataclass(frozen=True)
+class Process:
+    """A running process, as the start-order check needs it."""
+
+    pid: int
+    #: its command name (``dockerd``)
+    name: str
+    #: clock ticks from boot to its start: exact for comparing two processes
+    start_ticks: int
+    #: the same as wall-clock time, for comparing with Docker's times
+    started: datetime
+    #: the systemd unit it runs in (``shrike.service``), if any
+    unit: str | None
+
+    @classmethod
+    def listening_on(cls, path: str | Path) -> Process | None:
+        """The process listening on the unix socket ``path`` (the one that called
+        listen(), as the kernel says), or None if that cannot be told."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(PLUGIN_TIMEOUT)
+                probe.connect(str(path))
+                pid, _, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            return cls.of(pid) if pid > 0 else None
+        except OSError:
+            return None
+
+    @classmethod
+    def of(cls, pid: int) -> Process:
+        proc = Path(f"/proc/{pid}")
+        stat_text = (proc / "stat").read_text()
+        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        name = stat_text[stat_text.index("(") + 1 : stat_text.rindex(")")]
+        ticks = int(stat_text[stat_text.rindex(")") + 2 :].split()[19])
+        # The ticks count from boot on the boot-time clock: how long ago that was, by it.
+        ago = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        started = datetime.fromtimestamp(time.time() - ago, timezone.utc)
+        try:
+            unit = unit_of((proc / "cgroup").read_text())
+        except OSError:
+            unit = None
+        return cls(pid, name, ticks, started, unit)
+
+
+def unit_of(cgroup: str) -> str | None:
+    """The systemd service a process runs in, from its ``/proc/PID/cgroup``: the unified
+    hierarchy's path (``0::/system.slice/shrike.service``) or, on cgroup v1, systemd's own
+    (``1:name=systemd:/system.slice/shrike.service``)."""
+    for line in cgroup.splitlines():
+        hierarchy, _, path = line.partition(":")[2].partition(":")
+        if hierarchy in ("", "name=systemd"):
+            service = next((part for part in reversed(path.split("/")) if part.endswith(".service")), None)
+            if service:
+                return service
+    return None
+
+
+def ordered_before(unit: str, other: str) -> bool | None:
+    """Whether systemd starts ``unit`` before ``other`` (``Before=``, or ``After=`` in the
+    other unit, which systemd shows on both); None if systemctl cannot tell."""
+    try:
+        shown = subprocess.run(
+            ["systemctl", "show", "--property=Before", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=SYSTEMCTL_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if shown.returncode != 0:
+        return None
+    return other in shown.stdout.split()
+
+
+def start_order_check(
+    plugin: Process, dockerd: Process | None, networks: Sequence[DockerNetwork], ordered: bool | None = None
+) -> Check | None:
+    """The plugin must start before dockerd: at its start dockerd asks the plugin about each
+    network that uses it, and without it stalls about 60 s, and leaves --restart always
+    containers on those networks exited. Under systemd the units' order says it (given
+    as ``ordered``, else asked); otherwise which process started first (None when
+    dockerd's process is not known either)."""
+    if plugin.unit and ordered is None:
+        ordered = ordered_before(plugin.unit, DOCKER_UNIT)
+    if plugin.unit and ordered is not None:
+        if ordered:
+            return Check("start order", OK, f"systemd starts {plugin.unit} before {DOCKER_UNIT}")
+        return Check(
+            "start order",
+            WARN,
+            f"{plugin.unit}, which runs shrike server, is not ordered before {DOCKER_UNIT}: if dockerd starts first at "
+            "boot, it stalls about 60 s and --restart always containers on the plugin's networks stay exited",
+            f"systemctl edit {plugin.unit}, add 'Before={DOCKER_UNIT}' under [Unit] (as examples/shrike.service has), "
+            "then systemctl daemon-reload",
+        )
+    if dockerd is None:
+        return None
+    if plugin.start_ticks <= dockerd.start_ticks:
+        return Check("start order", OK, f"shrike server (pid {plugin.pid}) started before dockerd (pid {dockerd.pid})")
+    # Networks made after the plugin started were not there when dockerd started.
+    there = [net.name for net in networks if net.created is None or net.created < plugin.started]
+    if not there:
+        return Check(
+            "start order",
+            OK,
+            f"shrike server (pid {plugin.pid}) started after dockerd (pid {dockerd.pid}), but before the networks "
+            "that use it were made",
+        )
+    return Check(
+        "start order",
+        WARN,
+        f"shrike server (pid {plugin.pid}) started after dockerd (pid {dockerd.pid}), which has networks that use it "
+        f"({', '.join(there)}): if dockerd starts first at boot, it stalls about 60 s and --restart always "
+        "containers on them stay exited",
+        "start shrike server before dockerd: with systemd, install examples/shrike.service (Before=docker.service); "
+        "otherwise order it before docker in the init system",
+    )
+
+
+def _docker_socket() -> str | None:
+    """The unix socket the Docker SDK goes to (``DOCKER_HOST``, else the default); None
+    for dockerd over TCP or SSH."""
+    host = os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_DOCKER_SOCKET}"
+    return host.removeprefix("unix://") if host.startswith("unix://") else None
+
+
+def _docker_time(text: str) -> datetime | None:
+    """Docker's RFC 3339 times (nanoseconds, ``Z``) as a datetime; None if unreadable."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        return datetime.fromisoformat(f"{whole}.{(fraction or '0')[:6]:0<6}{'+00:00' if zone == 'Z' else zone}")
+    except ValueError:
+        return None

@@ -13,7 +13,8 @@ address to two containers, so it is careful:
 * each release is a compare-and-swap on the lease's store revision as read
   (:meth:`Ipam.release_if_unchanged`): a lease released and taken again meanwhile stays;
 * given the plugin's name, nothing is released when no network of this dockerd uses it:
-  a wrong ``DOCKER_HOST`` or plugin name would make every lease look leaked.
+  a wrong ``DOCKER_HOST`` or plugin name would make every lease look leaked. The report
+  then says which it is likely to be (:mod:`.plugin_names`).
 
 A leaked named reservation goes back to ``reserved``, as when its container stops. An
 address parked for a container that no longer exists is leaked too (the server frees
@@ -32,16 +33,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import docker
 
 from .background import BackgroundTask
-from .docker_api import DockerConnect, docker_client, docker_errors
+from .docker_api import DockerConnect, docker_client
 from .errors import InvalidInput
 from .ipam import Ipam
 from .model import KIND_CONTAINER, STATE_HELD, STATE_PARKED, IPv4, Lease
 from .owners import Endpoint, containers, endpoints, host_container_leases
+from .plugin import PLUGIN_DIR
+from .plugin_names import in_use, networks_by_driver
 
 log = logging.getLogger("shrike.reconcile")
 
@@ -142,6 +146,8 @@ class Report:
     #: names of the networks using the plugin (None when no plugin name was given)
     networks: tuple[str, ...] | None
     leaks: tuple[Leak, ...]
+    #: when no network uses the plugin: why, likely, and what to do
+    hint: str = ""
     duplicates: tuple[Duplicate, ...] = ()
 
     def count(self, status: str) -> int:
@@ -158,13 +164,6 @@ class Report:
         }
 
 
-def plugin_networks(client: docker.DockerClient, plugin_name: str) -> tuple[str, ...]:
-    """Names of this dockerd's networks whose IPAM driver is ``plugin_name``."""
-    with docker_errors():
-        networks = client.api.networks()
-    return tuple(n["Name"] for n in networks if (n.get("IPAM") or {}).get("Driver") == plugin_name)
-
-
 def reconcile(
     ipam: Ipam,
     client: docker.DockerClient,
@@ -172,15 +171,20 @@ def reconcile(
     fix: bool = False,
     grace: float = DEFAULT_GRACE,
     plugin_name: str | None = None,
+    plugin_dir: Path = PLUGIN_DIR,
 ) -> Report:
     """Compare this host's held container leases with the endpoints of ``client``'s
-    dockerd; with ``fix``, release the leaked ones older than ``grace`` seconds."""
-    networks = plugin_networks(client, plugin_name) if plugin_name else None
-    if fix and networks == ():
-        raise InvalidInput(
-            f"no network of this dockerd uses the IPAM driver '{plugin_name}': releasing nothing"
-            " (check --plugin-name and DOCKER_HOST)"
-        )
+    dockerd; with ``fix``, release the leaked ones older than ``grace`` seconds.
+    ``plugin_dir`` is where plugins answer, for the hint when none of the dockerd's
+    networks uses ``plugin_name``."""
+    networks, hint = None, ""
+    if plugin_name:
+        by_driver = networks_by_driver(client)
+        networks = by_driver.get(plugin_name, ())
+        if not networks:
+            hint = in_use(by_driver, plugin_dir).hint(plugin_name)
+            if fix:
+                raise InvalidInput(f"{hint}; nothing was released")
     leases = host_container_leases(ipam)  # before dockerd: see the module docstring
     parked = ipam.parked()
     found = endpoints(client)
@@ -211,7 +215,7 @@ def reconcile(
         after = ipam.release_parked(entry) if fix else None
         status = (RELEASED if after is not None else CHANGED) if fix else LEAKED
         leaks.append(Leak(lease, lease_age(lease, now), status, after))
-    return Report(ipam.host, len(leases), len(live), networks, tuple(leaks), duplicates(ipam, found))
+    return Report(ipam.host, len(leases), len(live), networks, tuple(leaks), hint, duplicates(ipam, found))
 
 
 def duplicates(ipam: Ipam, found: list[Endpoint]) -> tuple[Duplicate, ...]:
@@ -252,6 +256,7 @@ class PeriodicReconcile(BackgroundTask):
         *,
         grace: float = DEFAULT_GRACE,
         plugin_name: str | None = None,
+        plugin_dir: Path = PLUGIN_DIR,
         connect: DockerConnect = docker_client,
     ) -> None:
         super().__init__()
@@ -259,6 +264,7 @@ class PeriodicReconcile(BackgroundTask):
         self.every = every
         self.grace = grace
         self.plugin_name = plugin_name
+        self.plugin_dir = plugin_dir
         self.connect = connect
 
     def loops(self) -> dict[str, Callable[[], None]]:
@@ -269,7 +275,14 @@ class PeriodicReconcile(BackgroundTask):
             try:
                 client = self.connect()
                 try:
-                    report = reconcile(self.ipam, client, fix=True, grace=self.grace, plugin_name=self.plugin_name)
+                    report = reconcile(
+                        self.ipam,
+                        client,
+                        fix=True,
+                        grace=self.grace,
+                        plugin_name=self.plugin_name,
+                        plugin_dir=self.plugin_dir,
+                    )
                 finally:
                     client.close()
             except Exception as err:  # never fatal to the server

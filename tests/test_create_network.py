@@ -173,6 +173,10 @@ def _claim_for_another_host(shrike: Shrike) -> None:
         pytest.param(
             lambda s: None, ["--uplink", "up9"], {}, f"{HOST_IP} is on up0, not on --uplink up9", id="wrong-uplink"
         ),
+        pytest.param(
+            lambda s: None, ["--bridge", "br\n0"], {}, "--bridge 'br\\n0' is not an interface name",
+            id="bridge-name-with-a-line-break",
+        ),
     ],
 )  # fmt: skip
 def test_a_failed_check_changes_nothing(
@@ -190,6 +194,27 @@ def test_a_failed_check_changes_nothing(
         assert_reaches(shrike.host, ROUTER)
     finally:
         shrike.host.run(["ip", "link", "del", "br0"])  # only the veth case made one
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_network_name_docker_does_not_take_is_refused_before_anything(
+    shrike: Shrike, tmp_path: Path, dry_run: bool
+) -> None:
+    """The name goes into the header comment of every --persist file: a line break in it
+    would make the rest of the name a setting of the host's network manager."""
+    folder = tmp_path / "root/etc/systemd/network"
+    folder.mkdir(parents=True)
+    before, leases = snapshot(shrike.host), shrike.leases()
+    name = "evil\n[Network]\nDNS=203.0.113.53"
+    persist = ["--persist", "--network-manager", "networkd", "--root", str(tmp_path / "root")]
+    result = shrike.create("--name", name, *persist, *(["--dry-run"] if dry_run else []))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "shrike: error: 'evil\\n[Network]\\nDNS=203.0.113.53' is not a Docker network name: use letters, digits, "
+        "'_', '.' and '-', starting with a letter or digit\n"
+    )
+    assert list(folder.iterdir()) == []
+    assert (snapshot(shrike.host), shrike.leases()) == (before, leases)
 
 
 def _assert_rolled_back(shrike: Shrike, result: subprocess.CompletedProcess[str], before: Snapshot, step: str) -> None:

@@ -11,7 +11,9 @@ import json
 import os
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,26 @@ from docker.models.networks import Network
 from typer.testing import CliRunner
 
 from shrike_cli.cli import app
-from shrike_cli.doctor import FAIL, OK, WARN, Check, bridge_checks, host_lease_check, macvlan_check
+from shrike_cli.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    Check,
+    Process,
+    bridge_checks,
+    gateway_lease_check,
+    host_lease_check,
+    macvlan_check,
+    start_order_check,
+    unit_of,
+)
 from shrike_cli.hostnet.hostview import Address, HostView, Link, Route
 from shrike_cli.ipam import Ipam
 from shrike_cli.stores import EmbeddedStore
-from tests.fixtures.dockerd import DockerDaemon
+from tests.fixtures.dockerd import DockerDaemon, Tracker
 from tests.fixtures.etcd import free_port
 from tests.fixtures.hostnet import HOST_IP, ROUTER, Shrike
+from tests.fixtures.netns import free_name
 from tests.fixtures.plugin import SHRIKE, Plugin, ServerProcess, declare_lan
 
 NO_DOCKER = "unix:///nonexistent/docker.sock"
@@ -221,6 +236,8 @@ def test_a_host_with_the_plugin_and_its_network_passes(
         "plugin": OK,
         "docker": OK,
         "network": OK,
+        # The plugin started after dockerd, but before its network was made.
+        "start order": OK,
         # A network made with docker network create, not create-network: no labels say
         # which bridge and uplink to look at.
         "host network": WARN,
@@ -269,7 +286,144 @@ def test_a_network_on_a_subnet_the_store_does_not_declare_fails(
     assert "--cluster-store or --state-dir" in check["hint"]
 
 
-# ---------------------------------------------------- a host set up by create-network
+# ------------------------------------------------ networks however they were made
+def docker_network_create(dockerd: DockerDaemon, tracker: Tracker, plugin: str, subnet: str, gateway: str) -> str:
+    """``docker network create --ipam-driver PLUGIN ...`` as the README's manual set-up does."""
+    name = f"shk-{uuid.uuid4().hex[:8]}"
+    router = subnet.rsplit(".", 1)[0] + ".254"
+    tracker.track_network(name)
+    dockerd.docker_cli(
+        "network", "create", "--ipam-driver", plugin, "--subnet", subnet, "--gateway", gateway,
+        "--aux-address", f"DefaultGatewayIPv4={router}", "-o", f"com.docker.network.bridge.name={free_name('shkb')}",
+        "-o", "com.docker.network.bridge.enable_ip_masquerade=false", name,
+    )  # fmt: skip
+    return name
+
+
+@pytest.mark.docker
+def test_networks_made_by_docker_network_create_are_found_and_pass(
+    plugin: Plugin, dockerd: DockerDaemon, docker_cleanup: Tracker
+) -> None:
+    # A host set up without create-network: no address is recorded as this host's.
+    plugin.ipam.release_host(HOST_IP)
+    lan = docker_network_create(dockerd, docker_cleanup, plugin.name, "198.51.100.0/24", HOST_IP)
+    env = {"DOCKER_HOST": dockerd.url}
+    args = ("--plugin-name", plugin.name)
+    # No --network: the networks that use the plugin, whatever their names.
+    report = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
+    assert report.code == 0, report.data
+    assert report["network"]["detail"] == f"{lan} uses this plugin, on the declared subnet 198.51.100.0/24"
+    assert report.status("host network") == WARN
+    # The gateway, this host's address, is recorded (as the gateway, or as this host's).
+    assert report.status("host lease") == OK and report["host lease"]["detail"].startswith(HOST_IP)
+
+    # Two networks: each one's checks carry its name.
+    plugin.ipam.declare_host_range("203.0.113.1/24", "203.0.113.99/24", "203.0.113.254")
+    plugin.ipam.declare_ip_range("203.0.113.100/24", "203.0.113.103/24")
+    small = docker_network_create(dockerd, docker_cleanup, plugin.name, "203.0.113.0/24", "203.0.113.200")
+    report = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
+    assert report.code == 0, report.data
+    assert report[f"network ({small})"]["detail"] == f"{small} uses this plugin, on the declared subnet 203.0.113.0/24"
+    assert report.status(f"network ({lan})") == OK
+    assert report["host network"]["detail"] == (
+        f"networks {', '.join(sorted([lan, small]))} were not made by create-network: their bridges and this host's "
+        "links are not checked"
+    )
+
+
+def test_a_gateway_is_checked_against_the_store(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "shrike.db")
+    try:
+        ipam = Ipam(store, host="host-a")
+        ipam.declare_host_range("198.51.100.1/24", "198.51.100.99/24", ROUTER)
+        ipam.declare_ip_range("198.51.100.100/24", "198.51.100.199/24")
+        ipam.request_gateway("198.51.100.0/24", "198.51.100.250")
+        Ipam(store, host="host-b").claim_host("198.51.100.40")
+        found = {
+            gateway: gateway_lease_check(ipam, "mynet", gateway)
+            for gateway in ("198.51.100.250", "198.51.100.40", "198.51.100.251")
+        }
+    finally:
+        store.close()
+    assert (found["198.51.100.250"].status, found["198.51.100.250"].detail) == (
+        OK,
+        "198.51.100.250, the gateway of mynet, is recorded as a gateway address",
+    )
+    assert (found["198.51.100.40"].status, found["198.51.100.40"].detail) == (
+        FAIL,
+        "198.51.100.40, the gateway of mynet, is recorded as host host-b's address, not this host's (host-a)",
+    )
+    assert found["198.51.100.251"].status == WARN
+    assert found["198.51.100.251"].detail.startswith("198.51.100.251, the gateway of mynet, is not recorded")
+
+
+@pytest.mark.docker
+def test_a_plugin_name_no_network_uses_is_told_apart_from_a_wrong_dockerd(
+    plugin: Plugin, network: Network, dockerd: DockerDaemon
+) -> None:
+    env = {"DOCKER_HOST": dockerd.url}
+    report = doctor(plugin.server.store_args, "--plugin-name", "shrike", plugin_dir=Path(dockerd.plugin_dir), env=env)
+    check = report["network"]
+    assert check["status"] == FAIL
+    assert check["detail"].startswith(
+        f"no network of this dockerd uses the IPAM driver 'shrike'; networks here use '{plugin.name}' ({network.name})"
+    )
+    assert check["hint"] == (
+        f"give --plugin-name {plugin.name} (or, if the plugin is 'shrike', check DOCKER_HOST (now {dockerd.url}))"
+    )
+
+
+# ------------------------------------------------------------------ start order
+@pytest.mark.docker
+def test_a_plugin_started_after_dockerd_and_its_networks_is_warned_of(
+    plugin: Plugin, network: Network, dockerd: DockerDaemon
+) -> None:
+    env = {"DOCKER_HOST": dockerd.url}
+    args = ("--plugin-name", plugin.name)
+    check = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)["start order"]
+    assert check == {
+        "name": "start order",
+        "status": OK,
+        "detail": f"shrike server (pid {plugin.server.pid}) started after dockerd (pid {dockerd.pid}), "
+        "but before the networks that use it were made",
+        "hint": "",
+    }
+
+    # As after a boot that started dockerd first: the network was there before the plugin.
+    plugin.server.stop()
+    plugin.server.start()
+    report = doctor(plugin.server.store_args, *args, plugin_dir=Path(dockerd.plugin_dir), env=env)
+    assert report.code == 0  # a warning: it works now, and fails at the next boot
+    assert report["start order"] == {
+        "name": "start order",
+        "status": WARN,
+        "detail": f"shrike server (pid {plugin.server.pid}) started after dockerd (pid {dockerd.pid}), which has "
+        f"networks that use it ({network.name}): if dockerd starts first at boot, it stalls about 60 s and "
+        "--restart always containers on them stay exited",
+        "hint": "start shrike server before dockerd: with systemd, install examples/shrike.service "
+        "(Before=docker.service); otherwise order it before docker in the init system",
+    }
+
+
+def test_the_systemd_unit_of_a_process_and_its_order() -> None:
+    shrike = Process(1, "shrike", 200, datetime.now(timezone.utc), "shrike.service")
+    dockerd = Process(2, "dockerd", 100, datetime.now(timezone.utc), "docker.service")
+    ordered = start_order_check(shrike, dockerd, [], ordered=True)
+    assert ordered is not None
+    assert (ordered.status, ordered.detail) == (OK, "systemd starts shrike.service before docker.service")
+    # With docker.socket, systemd holds dockerd's socket: the units' order still tells.
+    unordered = start_order_check(shrike, None, [], ordered=False)
+    assert unordered is not None and unordered.status == WARN
+    assert unordered.hint.startswith("systemctl edit shrike.service, add 'Before=docker.service' under [Unit]")
+    for cgroup, unit in [
+        ("0::/system.slice/shrike.service\n", "shrike.service"),
+        ("12:memory:/system.slice/x.service\n1:name=systemd:/system.slice/shrike.service\n0::/\n", "shrike.service"),
+        ("0::/user.slice/user-0.slice/session-3.scope\n", None),
+        ("0::/\n", None),
+    ]:
+        assert unit_of(cgroup) == unit, cgroup
+
+
 BRIDGE_CHECKS = ("bridge", "host address", "uplink", "default route")
 
 

@@ -295,6 +295,27 @@ def test_persist_keeps_what_it_replaces_and_its_undo_restores_it(tmp_path: Path,
     assert {p.name: p.read_text() for p in where.iterdir()} == before
 
 
+@pytest.mark.parametrize("name", ["", "-net", "my net", "net\n[Network]", "net\x1b[31m", "n\u00e9t", "net/1"])
+def test_a_name_docker_does_not_take_is_refused_by_the_plan_and_by_persist(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidInput, match="is not a Docker network name"):
+        build_setup(Request("198.51.100.39", name=name), LAN, host_before(), None, None, ME)
+    # persist checks the name it writes itself, whoever built the layout.
+    for manager in persist.MANAGERS:
+        with pytest.raises(InvalidInput, match="is not a Docker network name"):
+            persist.setup_files(tmp_path, manager, replace(bridge_config(), network=name))
+
+
+@pytest.mark.parametrize("name", ["mynet", "my_net.2-b", "0net"])
+def test_docker_network_names_are_taken(name: str) -> None:
+    assert build_setup(Request("198.51.100.39", name=name), LAN, host_before(), None, None, ME).network == name
+
+
+@pytest.mark.parametrize("bridge", ["", "bridge-too-long-0", "br 0", "br/0", "br:0", "br\n0", "br\x1b", ".."])
+def test_a_bridge_name_linux_does_not_take_is_refused(bridge: str) -> None:
+    with pytest.raises(InvalidInput, match="is not an interface name"):
+        build_setup(Request("198.51.100.39", bridge=bridge), LAN, host_before(), None, None, ME)
+
+
 def test_the_network_manager_is_detected_from_the_root(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="give --network-manager"):
         persist.detect(tmp_path)

@@ -7,6 +7,7 @@ Every command runs as a subprocess, its stdin, stdout and stderr on a pseudo-ter
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -148,3 +149,42 @@ def test_no_progress_on_a_terminal_when_stdout_is_piped(env: dict[str, str], tmp
         code, written = on_terminal([sys.executable, "-c", SLOW_WORK, "table"], env, stdout=stdout)
         stdout.seek(0)
         assert (code, written, stdout.read()) == (0, b"", b"done\n")
+
+
+#: Reservation names as anyone may give them: terminal codes, markup, a line break, a
+#: right-to-left override, and a name far wider than a terminal.
+NASTY_NAMES = ["\x1b[31mred", "[bold]x", "two\nlines", "\u202eevil", "o" * 1000]
+
+
+def test_tables_show_names_escaped_and_cut_and_json_keeps_them_whole(env: dict[str, str]) -> None:
+    for name in NASTY_NAMES:
+        subprocess.run([*SHRIKE, "reserve", name], env=env, check=True, capture_output=True, timeout=TIMEOUT)
+
+    piped = subprocess.run([*SHRIKE, "leases"], env=env, capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    header, *rows = piped.stdout.splitlines()
+    assert "\x1b" not in piped.stdout and "\u202e" not in piped.stdout
+    owners = [row.split()[5] for row in rows]
+    assert owners == [r"\x1b[31mred", "[bold]x", r"two\nlines", r"\u202eevil", "o" * 39 + "\u2026"]
+    assert max(map(len, piped.stdout.splitlines())) < 200
+
+    # On a terminal without colour, not one escape reaches it.
+    code, written = on_terminal([*SHRIKE, "leases"], {**env, "NO_COLOR": "1"})
+    assert code == 0 and ESC not in written, written
+
+    as_json = subprocess.run(
+        [*SHRIKE, "leases", "-o", "json"], env=env, capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    assert [lease["name"] for lease in json.loads(as_json.stdout)] == NASTY_NAMES
+
+
+def test_an_error_naming_a_nasty_name_is_one_escaped_line(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [*SHRIKE, "release", "--name", "\x1b[31mred\nshrike: all is well"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr, result.stderr
+    assert r"\x1b[31mred\nshrike: all is well" in result.stderr

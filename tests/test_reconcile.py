@@ -144,6 +144,27 @@ def test_reconcile_fixes_nothing_when_no_network_uses_the_plugin(small_lan: Smal
     assert leaked in listed.stdout and "check DOCKER_HOST" in listed.stderr
 
 
+def test_without_plugin_name_the_hint_names_the_plugin_the_networks_use(small_lan: SmallLan) -> None:
+    """Run as shrike (plugin name 'shrike') where the networks use another name, as after
+    a migration from oam-docker-ipam ('talkingdata'): the name is what is wrong, not
+    DOCKER_HOST."""
+    leaked = leak(small_lan, MAC)
+    plugin, network = small_lan.plugin.name, small_lan.network.name
+    hint = (
+        f"no network of this dockerd uses the IPAM driver 'shrike'; networks here use '{plugin}' ({network}): "
+        f"give --plugin-name {plugin} (or, if the plugin is 'shrike', check DOCKER_HOST (now {small_lan.dockerd.url}))"
+    )
+    listed = small_lan.shrike("reconcile")
+    assert leaked in listed.stdout
+    assert hint in listed.stderr.splitlines()
+
+    refused = small_lan.shrike("reconcile", "--fix", "--grace", "0", check=False)
+    assert (refused.returncode, refused.stderr) == (1, f"shrike: error: {hint}; nothing was released\n")
+    assert small_lan.lease(leaked).state == STATE_HELD
+    # Given the name the hint gives, it finds and frees the leak.
+    assert reconcile(small_lan, "--fix", "--grace", "0") == {leaked: "released"}
+
+
 def test_the_server_reconciles_periodically(small_lan: SmallLan, dockerd: DockerDaemon, live: tuple[str, str]) -> None:
     _, live_ip = live
     leaked = leak(small_lan, MAC)

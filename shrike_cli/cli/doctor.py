@@ -7,14 +7,21 @@ from typing import Annotated
 
 import typer
 
+from ..plugin import PLUGIN_DIR
 from ..stores import store_file
 from . import output
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
-from .output import Format, OutputOption
+from .output import Column, Format, OutputOption
 from .state import globals_of
 
-COLUMNS = [("status", "STATUS"), ("name", "CHECK"), ("detail", "FOUND"), ("hint", "WHAT TO DO")]
+# What was found and what to do are whole sentences: never cut.
+COLUMNS = [
+    Column("status", "STATUS"),
+    Column("name", "CHECK"),
+    Column("detail", "FOUND", width=None),
+    Column("hint", "WHAT TO DO", width=None),
+]
 
 
 @app.command("doctor")
@@ -23,12 +30,20 @@ def doctor(
     plugin_name: PluginNameOption = PLUGIN_NAME,
     plugin_dir: Annotated[
         Path, typer.Option("--plugin-dir", help="Where the plugin socket is.", file_okay=False)
-    ] = Path("/run/docker/plugins"),
-    network: Annotated[str, typer.Option("--network", help="The Docker network create-network made.")] = "mynet",
+    ] = PLUGIN_DIR,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            help="Check only this Docker network [default: every network whose IPAM driver is PLUGIN_NAME].",
+        ),
+    ] = None,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Check this host: the store and its declarations, the plugin answering on its socket,
-    Docker, the network, its bridge and routes, and this host's lease.
+    Docker, the networks that use the plugin (however they were made), that the plugin
+    starts before dockerd, the bridge and routes of a network create-network made, and
+    this host's lease.
 
     Each problem is said in plain words with what to run. Exits 1 if a check fails,
     0 otherwise (warnings included). Changes nothing.

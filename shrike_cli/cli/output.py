@@ -3,6 +3,12 @@
 Colour and other terminal effects only reach a terminal: rich leaves them out when the
 stream is not one, and :func:`console` leaves them out everywhere when ``NO_COLOR`` is
 set. Progress (:func:`progress`) shows only on a terminal, never with ``--output json``.
+
+Values come from anyone who can name a reservation or a container, so a table shows
+each cell as text, never as terminal codes or markup: control characters are escaped
+(an ESC reads ``\x1b``) and a cell longer than its column's width ends in an ellipsis.
+Error lines are escaped the same way (one line stays one line). JSON has every value
+exactly as stored.
 """
 
 from __future__ import annotations
@@ -12,18 +18,28 @@ import json
 import os
 import sys
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
-from typing import Annotated, Any, NoReturn, Protocol
+from typing import Annotated, Any, NamedTuple, NoReturn, Protocol
 
 import typer
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 #: Work shorter than this shows no progress at all: a spinner that flashes up and
 #: vanishes is noise, and quick commands then write no terminal control codes.
 PROGRESS_DELAY = 0.5
+#: The most characters a table cell shows unless its column says otherwise: enough for
+#: any address, MAC, host or container name in use; a longer value is cut.
+CELL_WIDTH = 40
+ELLIPSIS = "\u2026"
+#: Characters a terminal acts on or does not show: controls (C0, DEL, C1), format
+#: characters (bidirectional overrides, zero-width ones), line and paragraph
+#: separators, and lone surrogates (which cannot even be written out).
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 class Format(str, Enum):
@@ -133,34 +149,71 @@ def note(message: str) -> None:
 
 def error(message: str) -> None:
     """One line on stderr, prefixed like the rest of the Unix tools."""
-    console(stderr=True, soft_wrap=True).print(f"shrike: error: {message}", markup=False, style="red")
+    console(stderr=True, soft_wrap=True).print(f"shrike: error: {printable(message)}", markup=False, style="red")
+
+
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``)."""
+    if text.isprintable():  # the usual case, and quick
+        return text
+    return "".join(map(_escaped, text))
+
+
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) in _UNPRINTABLE:
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
+class Column(NamedTuple):
+    """A table column: the rows' ``key``, its ``header``, and the most characters one of
+    its cells shows (None: all of them, for shrike's own text such as doctor's hints)."""
+
+    key: str
+    header: str
+    width: int | None = CELL_WIDTH
 
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], *, empty: str) -> None:
-    """Render ``rows`` with ``columns`` as ``(key, header)``; say ``empty`` when there are none."""
+def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column | tuple[str, str]], *, empty: str) -> None:
+    """Render ``rows`` with ``columns`` (a :class:`Column`, or ``(key, header)`` for one of
+    the usual width); say ``empty`` when there are none."""
     rows = list(rows)
     if not rows:
         note(empty)
         return
+    shown = [Column(*column) for column in columns]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for _, header in columns:
-        table.add_column(header, overflow="fold")
+    for column in shown:
+        table.add_column(column.header, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+        # Text, not str: rich would read "[red]" in a value as markup.
+        table.add_row(*(Text(cell(row.get(column.key), column.width)) for column in shown))
     # Piped output keeps one record per line for grep and awk; a terminal folds cells.
     console(stderr=False, width=None if sys.stdout.isatty() else 4096).print(table)
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == "":
+def cell(value: Any, width: int | None = CELL_WIDTH) -> str:
+    """``value`` as a table shows it: ``-`` for nothing, a list joined with commas, control
+    characters escaped, and at most ``width`` characters, the last an ellipsis if cut."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else "" if value is None else str(value)
+    if not text:
         return "-"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "-"
-    return str(value)
+    shown = printable(text)
+    if width is None or len(shown) <= width:
+        return shown
+    kept, used = [], 0
+    for char in text:  # whole escapes only: half of "\\x1b" would read as something else
+        piece = _escaped(char)
+        if used + len(piece) > width - 1:
+            break
+        kept.append(piece)
+        used += len(piece)
+    return "".join(kept) + ELLIPSIS
 
 
 def emit(

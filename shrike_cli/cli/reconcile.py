@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..docker_api import docker_client
+from ..plugin import PLUGIN_DIR
 from ..reconcile import (
     CHANGED,
     DEFAULT_GRACE,
@@ -66,6 +68,14 @@ def reconcile_command(
         ),
     ] = None,
     plugin_name: PluginNameOption = PLUGIN_NAME,
+    plugin_dir: Annotated[
+        Path,
+        typer.Option(
+            "--plugin-dir",
+            help="Where plugins answer, to tell a wrong plugin name from a wrong dockerd.",
+            file_okay=False,
+        ),
+    ] = PLUGIN_DIR,
     fmt: OutputOption = Format.table,
 ) -> None:
     """List this host's container addresses that no container of its dockerd holds (leaked
@@ -75,7 +85,8 @@ def reconcile_command(
     holds in any network counts as held. --fix releases a lease only if it is older than
     --grace and was not written since it was read: a new allocation racing reconcile keeps
     its address. It releases nothing unless a network of this dockerd uses the plugin
-    PLUGIN_NAME.
+    PLUGIN_NAME; it then says which plugin names this dockerd's networks and the live plugin
+    sockets use.
 
     It also reports duplicates (one address on two containers, or held here but given to
     someone else by the store) and then exits 1: those need a person.
@@ -86,7 +97,7 @@ def reconcile_command(
         output.progress(fmt, f"comparing the leases of {ipam.host} with dockerd"),
         contextlib.closing(docker_client()) as client,
     ):
-        report = reconcile(ipam, client, fix=fix, grace=grace, plugin_name=plugin_name)
+        report = reconcile(ipam, client, fix=fix, grace=grace, plugin_name=plugin_name, plugin_dir=plugin_dir)
     if fmt is Format.json:
         output.emit_json(report.to_json())
     else:
@@ -101,8 +112,8 @@ def _print(report: Report, fix: bool, grace: float, plugin_name: str) -> None:
         LEAK_COLUMNS,
         empty=f"no leaked address: containers hold all {report.checked} container leases of {report.host}",
     )
-    if report.networks == ():
-        output.note(f"no network of this dockerd uses the IPAM driver '{plugin_name}': check DOCKER_HOST")
+    if report.hint:
+        output.note(report.hint)
     if report.leaks:
         counts = [
             f"{report.count(RELEASED)} released",

@@ -10,7 +10,7 @@ import typer
 
 from ..ipam import Ipam
 from ..owners import OwnerTracker
-from ..plugin import Driver, PluginServer, socket_path
+from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
 from ..reconcile import PeriodicReconcile
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
@@ -29,7 +29,7 @@ def server(
     plugin_dir: Annotated[
         Path,
         typer.Option("--plugin-dir", help="Where dockerd looks for plugin sockets.", file_okay=False),
-    ] = Path("/run/docker/plugins"),
+    ] = PLUGIN_DIR,
     follow_docker: Annotated[
         bool,
         typer.Option(
@@ -62,5 +62,7 @@ def server(
     with contextlib.ExitStack() as helpers:
         tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
         if reconcile_every:
-            helpers.enter_context(PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name))
+            helpers.enter_context(
+                PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name, plugin_dir=plugin_dir)
+            )
         PluginServer(Driver(ipam, tracker), path).run()

@@ -4,6 +4,7 @@ SDK's environment are honoured)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ import docker
 from docker.types import IPAMConfig, IPAMPool
 
 from ..docker_api import docker_client, docker_errors, docker_host
-from ..errors import Conflict
+from ..errors import Conflict, InvalidInput
 from ..model import Subnet
 
 #: Labels create-network puts on the network it makes (mode, host-ip, uplink, ...).
@@ -19,6 +20,9 @@ LABEL_PREFIX = "shrike.create-network."
 
 BRIDGE_OPTIONS = "com.docker.network.bridge."
 MTU_OPTION = "com.docker.network.driver.mtu"
+#: Docker's rule for the names of networks (and containers): letters, digits, '_', '.'
+#: and '-', the first a letter or digit.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Seconds a call may take: the SDK's default, longer than elsewhere since creating a
 #: network waits for the IPAM plugin (and dockerd retries a missing one for ~15 s).
 NETWORK_TIMEOUT = 60.0
@@ -95,6 +99,17 @@ def macvlan_spec(
         gateway=router,
         labels=dict(labels),
     )
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a name Docker takes for a network; :class:`InvalidInput` if not
+    (it also goes into the files ``--persist`` writes, and into logs)."""
+    if not NAME.fullmatch(name):
+        raise InvalidInput(
+            f"'{name}' is not a Docker network name: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def connect() -> docker.DockerClient:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InvalidInput
+from .docker_net import check_name
 from .hostview import TABLE_MAIN, Layout, Route
 
 IFCFG = "ifcfg"
@@ -188,6 +189,8 @@ def setup_files(root: Path, manager: str, layout: Layout) -> tuple[tuple[str, st
     only those that differ from what is there, so a rerun changes nothing."""
     if manager not in MANAGERS:
         raise InvalidInput(f"--network-manager must be one of {', '.join(MANAGERS)}")
+    # The name goes into every file's header: no line break may make it a setting.
+    check_name(layout.network)
     where = folder(root, manager)
     rendered = render_ifcfg(layout) if manager == IFCFG else render_networkd(layout)
     changes = [change for name, text in rendered.items() for change in _with_backup(where / name, text)]

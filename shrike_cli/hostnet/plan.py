@@ -34,7 +34,7 @@ from .actions import (
     SetMaster,
     WriteFiles,
 )
-from .docker_net import LABEL_PREFIX, NetworkView, bridge_spec, macvlan_spec
+from .docker_net import LABEL_PREFIX, NetworkView, bridge_spec, check_name, macvlan_spec
 from .hostview import Address, HostView, Layout, Link, Route, Shim
 
 MODE_BRIDGE = "bridge"
@@ -181,6 +181,21 @@ def _find_uplink(request: Request, host: HostView, lan: LanView) -> Link:
     return holder
 
 
+def check_interface_name(name: str, what: str) -> None:
+    """A name Linux takes for a link (1 to 15 characters; no '/', ':' or white space),
+    and no control characters, since it goes into files and commands."""
+    if not (
+        0 < len(name) <= IFNAMSIZ_MAX
+        and name not in (".", "..")
+        and name.isprintable()
+        and not any(c.isspace() or c in "/:" for c in name)
+    ):
+        raise InvalidInput(
+            f"{what} '{name}' is not an interface name: 1 to {IFNAMSIZ_MAX} characters, "
+            "no '/', ':', spaces or control characters"
+        )
+
+
 def _ensure_free_name(host: HostView, name: str, what: str) -> None:
     existing = host.link(name)
     if existing is not None:
@@ -290,6 +305,9 @@ def build_setup(
     """
     if request.mode not in MODES:
         raise InvalidInput(f"--mode must be one of {', '.join(MODES)}")
+    check_name(request.name)
+    if request.mode == MODE_BRIDGE:
+        check_interface_name(request.bridge, "--bridge")
     if request.shim and request.mode != MODE_MACVLAN:
         raise InvalidInput("--macvlan-shim goes with --mode macvlan")
     held = _check_lease(lease, me, request.host_ip)

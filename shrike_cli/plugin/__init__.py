@@ -2,6 +2,6 @@
 (:mod:`.server`) and a small client of that socket (:mod:`.client`)."""
 
 from .protocol import Driver
-from .server import PluginServer, socket_path
+from .server import PLUGIN_DIR, PluginServer, socket_path
 
-__all__ = ["Driver", "PluginServer", "socket_path"]
+__all__ = ["PLUGIN_DIR", "Driver", "PluginServer", "socket_path"]

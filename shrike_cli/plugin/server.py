@@ -2,9 +2,14 @@
 
 One thread per connection (dockerd keeps its connections alive and calls concurrently),
 HTTP/1.1 keep-alive with exact Content-Length, bodies capped at
-:data:`~shrike_cli.plugin.protocol.MAX_BODY`, and an idle timeout per connection so that
-quiet or slow clients do not pin threads forever. The answer to every request is bounded
-by the store's timeouts and the Ipam's ``max_wait``; dockerd itself would wait forever.
+:data:`~shrike_cli.plugin.protocol.MAX_BODY`. No client pins a thread for long: a
+kept-alive connection with no request for :data:`IDLE_TIMEOUT` is closed, a request
+whose headers and body have not all arrived :data:`REQUEST_TIMEOUT` after its first
+byte is cut off (a client trickling a byte a second), and at most
+:data:`MAX_CONNECTIONS` connections are served at once: one more waits up to
+:data:`CONNECTION_WAIT` for a free place, then is answered 503 and closed. The answer to
+every request is bounded by the store's timeouts and the Ipam's ``max_wait``; dockerd
+itself would wait forever.
 
 The socket ``PLUGIN_DIR/NAME.sock`` is bound under a restrictive umask, then opened to
 the ``docker`` group if there is one (0660), so it is never wider than intended. A
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import grp
+import io
 import json
 import logging
 import os
@@ -30,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
@@ -41,14 +48,37 @@ from .protocol import MAX_BODY, Driver
 log = logging.getLogger("shrike.plugin")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+#: Where dockerd looks for legacy plugin sockets.
+PLUGIN_DIR = Path("/run/docker/plugins")
 #: A keep-alive connection with no request for this long is closed (dockerd reconnects).
 IDLE_TIMEOUT = 30.0
+#: Seconds from a request's first byte until its headers and body must all have come.
+#: dockerd sends a request (well under a kilobyte) in one write: only a client that
+#: trickles its bytes gets near this.
+REQUEST_TIMEOUT = 5.0
+#: Connections served at once. dockerd keeps a few alive per plugin and opens more only
+#: for concurrent calls; beyond this bound, threads and file descriptors would grow
+#: with every client that connects and stays.
+MAX_CONNECTIONS = 64
+#: Seconds a connection beyond :data:`MAX_CONNECTIONS` waits for a place to free up
+#: before it is refused. New connections wait in the listening queue meanwhile.
+CONNECTION_WAIT = 2.0
 #: An oversized body up to this size is read and thrown away before it is refused.
 DRAIN_LIMIT = 1024 * 1024
 #: How long a stop waits for requests in progress; more than a request can take.
 STOP_GRACE = 15.0
 SOCKET_MODE = 0o660
 DOCKER_GROUP = "docker"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long, and how many, clients are served (tests shorten them)."""
+
+    idle_timeout: float = IDLE_TIMEOUT
+    request_timeout: float = REQUEST_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    connection_wait: float = CONNECTION_WAIT
 
 
 def socket_path(plugin_dir: Path | str, name: str) -> Path:
@@ -78,9 +108,19 @@ class PluginHandler(BaseHTTPRequestHandler):
     server: _UnixHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout
+        limits = self.server.limits
+        self.timeout = limits.idle_timeout
         super().setup()
+        # Reads go through a reader that knows when the request began (see handle_one_request).
+        self.reader = _DeadlineReader(self.connection, limits)
+        self.rfile = io.BufferedReader(self.reader)
         self.server.track(self.connection, open_=True)
+
+    def handle_one_request(self) -> None:
+        # Waiting for the request's first byte is bounded by the idle timeout; from that
+        # byte on, the whole request by the request timeout.
+        self.reader.next_request()
+        super().handle_one_request()
 
     def finish(self) -> None:
         self.server.track(self.connection, open_=False)
@@ -142,6 +182,8 @@ class PluginHandler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, reply: dict[str, Any], *, close: bool = False) -> None:
         data = json.dumps(reply).encode()
+        # The read deadline may have left the socket almost no time for the write.
+        self.connection.settimeout(self.server.limits.idle_timeout)
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(data)))
@@ -171,6 +213,45 @@ class PluginHandler(BaseHTTPRequestHandler):
         log.debug("connection: " + format, *args)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes for :class:`io.BufferedReader`, each read bounded: by the
+    idle timeout until a request's first byte, then by what is left of the request
+    timeout (and never more than the idle timeout for one read)."""
+
+    def __init__(self, connection: socket.socket, limits: Limits) -> None:
+        super().__init__()
+        self.connection = connection
+        self.limits = limits
+        self._deadline: float | None = None
+
+    def next_request(self) -> None:
+        self._deadline = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wait = self.limits.idle_timeout
+        if self._deadline is not None:
+            wait = min(wait, self._deadline - time.monotonic())
+            if wait <= 0:
+                self._too_slow()
+        self.connection.settimeout(wait)
+        try:
+            count = self.connection.recv_into(buffer)
+        except TimeoutError:
+            if self._deadline is not None and self._deadline <= time.monotonic():
+                self._too_slow()
+            raise  # idle: quietly closed, dockerd reconnects
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.request_timeout
+        return count
+
+    def _too_slow(self) -> None:
+        log.warning("connection: a request still incomplete %g s after it began: closed", self.limits.request_timeout)
+        raise TimeoutError("request incomplete at its deadline")
+
+
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """The listening socket and connection threads, plus what a clean stop needs."""
 
@@ -181,10 +262,11 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     # on a unix socket (no SYN retry as with TCP).
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, path: Path, driver: Driver, idle_timeout: float) -> None:
+    def __init__(self, path: Path, driver: Driver, limits: Limits) -> None:
         super().__init__(str(path), PluginHandler, bind_and_activate=False)
         self.driver = driver
-        self.idle_timeout = idle_timeout
+        self.limits = limits
+        self._places = threading.BoundedSemaphore(limits.max_connections)
         self.stopping = False
         self._connections: set[socket.socket] = set()
         self._busy = 0
@@ -197,6 +279,41 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection once a place is free (see :data:`MAX_CONNECTIONS`)."""
+        # Waiting here holds up accept(): later connections wait in the listening queue.
+        if not self._places.acquire(timeout=self.limits.connection_wait):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._places.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._places.release()
+
+    def _refuse(self, connection: socket.socket) -> None:
+        """Answer 503 without reading the request, and hang up."""
+        log.warning(
+            "connection refused: %d connections are open, the most served at once, and none closed within %g s",
+            self.limits.max_connections,
+            self.limits.connection_wait,
+        )
+        data = json.dumps({"Err": "the plugin serves too many connections: try again"}).encode()
+        head = (
+            f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            connection.setblocking(False)  # never wait on a client that does not read
+            connection.sendall(head.encode() + data)
+        self.shutdown_request(connection)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection failed outside the driver (the driver answers its own errors)."""
@@ -234,10 +351,20 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 class PluginServer:
     """Serves a :class:`Driver` on ``path`` until :meth:`stop` (or a signal, with :meth:`run`)."""
 
-    def __init__(self, driver: Driver, path: Path | str, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        path: Path | str,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        connection_wait: float = CONNECTION_WAIT,
+    ) -> None:
         self.driver = driver
         self.path = Path(path)
-        self._server = _UnixHTTPServer(self.path, driver, idle_timeout)
+        limits = Limits(idle_timeout, request_timeout, max_connections, connection_wait)
+        self._server = _UnixHTTPServer(self.path, driver, limits)
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
 
