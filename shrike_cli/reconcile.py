@@ -129,11 +129,16 @@ class Report:
         }
 
 
-def plugin_networks(client: docker.DockerClient, plugin_name: str) -> tuple[str, ...]:
-    """Names of this dockerd's networks whose IPAM driver is ``plugin_name``."""
+def plugin_network_details(client: docker.DockerClient, plugin_name: str) -> list[dict[str, Any]]:
+    """What dockerd says of each of its networks whose IPAM driver is ``plugin_name``."""
     with docker_errors():
         networks = client.api.networks()
-    return tuple(n["Name"] for n in networks if (n.get("IPAM") or {}).get("Driver") == plugin_name)
+    return [n for n in networks if (n.get("IPAM") or {}).get("Driver") == plugin_name]
+
+
+def plugin_networks(client: docker.DockerClient, plugin_name: str) -> tuple[str, ...]:
+    """Names of this dockerd's networks whose IPAM driver is ``plugin_name``."""
+    return tuple(n["Name"] for n in plugin_network_details(client, plugin_name))
 
 
 def reconcile(

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.dockerd",
     "tests.fixtures.plugin",
     "tests.fixtures.hostnet",
+    "tests.fixtures.original",
 ]

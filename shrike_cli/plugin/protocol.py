@@ -87,9 +87,9 @@ def _options(request: Request) -> dict[str, str]:
     return value
 
 
-def _pool(request: Request) -> Pool:
+def _pool(request: Request, ipam: Ipam) -> Pool:
     try:
-        return Pool.from_id(_string(request, "PoolID", required=True))
+        return ipam.pool(_string(request, "PoolID", required=True))
     except InvalidInput as err:
         raise BadRequest(str(err)) from None
 
@@ -149,12 +149,12 @@ class Driver:
         return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
 
     def release_pool(self, request: Request) -> dict[str, Any]:
-        self.ipam.pools.release(_pool(request))
+        self.ipam.pools.release(_pool(request, self.ipam))
         return {}
 
     # -------------------------------------------------------------- addresses
     def request_address(self, request: Request) -> dict[str, Any]:
-        pool = _pool(request)
+        pool = _pool(request, self.ipam)
         address = _string(request, "Address")
         options = _options(request)
         lease: Lease
@@ -176,7 +176,7 @@ class Driver:
         return {"Address": f"{lease.ip}/{pool.subnet.prefixlen}", "Data": {}}
 
     def release_address(self, request: Request) -> dict[str, Any]:
-        _pool(request)
+        _pool(request, self.ipam)
         address = _string(request, "Address", required=True)
         try:
             IPv4(address)
