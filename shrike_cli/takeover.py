@@ -24,6 +24,7 @@ from .ipam import Ipam
 from .model import KIND_CONTAINER, KIND_HOST, STATE_HELD, Config, Holder, Lease
 from .original import OriginalState
 from .ranges import add_host_range, add_ip_range, add_lan
+from .state import State
 
 #: The kind of the declaration of the LAN itself (its subnet and gateway).
 KIND_LAN = "lan"
@@ -115,5 +116,11 @@ def take_over(ipam: Ipam, original: OriginalState, *, dry_run: bool = False) -> 
     missing = [lease for lease in wanted if lease.ip not in existing]
     written = missing if dry_run else state.add_leases(missing)
     done = {lease.ip for lease in written}
-    present = [existing.get(lease.ip) or lease for lease in wanted if lease.ip not in done]
+    present = [existing.get(lease.ip) or _current(state, lease) for lease in wanted if lease.ip not in done]
     return Takeover(original, tuple(declarations), tuple(written), tuple(present), dry_run)
+
+
+def _current(state: State, lease: Lease) -> Lease:
+    """The lease of ``lease``'s address, written by someone else during the import."""
+    stored = state.lease(lease.ip)
+    return stored.lease if stored else lease

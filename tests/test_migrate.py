@@ -114,7 +114,7 @@ def test_the_originals_tree_becomes_shrikes_declarations_and_leases(
 
     done = import_original(store_args, original_tree)
     assert done.exit_code == 0, done.stderr
-    assert "record as held (did)" in done.stdout and "next, on each host: shrike adopt" in done.stderr
+    assert "recorded as held" in done.stdout and "next, on each host: shrike adopt" in done.stderr
     assert "hosts/pool/198.51.100.0: 198.51.100.0 is the network address of the LAN" in done.stderr
     seen = view(store_args)
     assert [(r["start"], r["end"], r["prefixlen"], r["subnet"], r["held"]) for r in seen["ip-range"]] == [
@@ -209,12 +209,11 @@ def test_a_hand_damaged_tree_gets_a_report_not_a_crash(original_tree: OriginalTr
 def test_declarations_that_overlap_shrikes_are_refused_whole(original_tree: OriginalTree, tmp_path: Path) -> None:
     originals_lan(original_tree)
     store_args = ["--state-dir", str(tmp_path)]
-    assert shrike(store_args, "host-range", "--ip-start", "198.51.100.1/24", "--ip-end", "198.51.100.20/24",
-                  "--gateway", LAN_GATEWAY).exit_code == 0  # fmt: skip
-    assert (
-        shrike(store_args, "ip-range", "--ip-start", "198.51.100.110/24", "--ip-end", "198.51.100.130/24").exit_code
-        == 0
-    )
+    for declare in (
+        ["host-range", "--ip-start", "198.51.100.1/24", "--ip-end", "198.51.100.20/24", "--gateway", LAN_GATEWAY],
+        ["ip-range", "--ip-start", "198.51.100.105/24", "--ip-end", "198.51.100.115/24"],
+    ):
+        assert shrike(store_args, *declare).exit_code == 0
     before = view(store_args)
     refused = import_original(store_args, original_tree)
     assert refused.exit_code == 1
@@ -421,7 +420,14 @@ def test_a_live_lan_moves_from_the_original_to_shrike_with_no_container_stopped(
     other.release_container("198.51.100.103")
     other.request_address(other.pool(POOL_ID), "198.51.100.103", mac=random_mac())
 
+    nowhere = shrike(lan.store_args, "adopt", "--plugin-name", "nonesuch", env={"DOCKER_HOST": dockerd.url})
+    assert nowhere.exit_code == 1 and "no network of this dockerd uses the IPAM driver 'nonesuch'" in nowhere.stderr
+    before = lan.json("leases", "--all")
+    planned = lan.json("adopt", "--plugin-name", lan.name, "--dry-run")
+    assert planned["dry_run"] and lan.json("leases", "--all") == before, "--dry-run wrote"
+
     report = lan.json("adopt", "--plugin-name", lan.name)
+    assert [a["status"] for a in report["addresses"]] == [a["status"] for a in planned["addresses"]]
     statuses = {a["ip"]: (a["kind"], a["status"]) for a in report["addresses"]}
     assert statuses == {
         HOST_ADDRESS: ("host", "adopted"),

@@ -174,17 +174,17 @@ def import_original(
 
 
 def _takeover_rows(takeover: Takeover) -> list[dict[str, str]]:
-    verb = "would" if takeover.dry_run else "did"
+    declared, held = ("to declare", "to record as held") if takeover.dry_run else ("declared", "recorded as held")
 
     def lease(lease: Lease, action: str) -> dict[str, str]:
         return {"kind": "lease", "what": f"{lease.ip} {lease.kind}", "action": action}
 
     rows = [
-        {"kind": d.kind, "what": d.what, "action": f"declare ({verb})" if d.created else "declared already"}
+        {"kind": d.kind, "what": d.what, "action": declared if d.created else "declared already"}
         for d in takeover.declarations
     ]
-    rows += [lease(held, f"record as held ({verb})") for held in takeover.leases]
-    rows += [lease(present, f"present: {present.describe()}, left as it is") for present in takeover.present]
+    rows += [lease(new, held) for new in takeover.leases]
+    rows += [lease(present, f"left as it is: {present.describe()}") for present in takeover.present]
     return rows
 
 
