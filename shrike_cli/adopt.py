@@ -60,6 +60,8 @@ class Adoption:
 
 @dataclass(frozen=True)
 class AdoptReport:
+    """What one adopt found on this host, and did."""
+
     host: str
     #: names of the networks using the plugin
     networks: tuple[str, ...]

@@ -128,22 +128,12 @@ class _Reader:
     def note(self, key: str, message: str) -> None:
         self.findings.append(Finding(key, message))
 
-    def json(self, key: str, value: str, fields: tuple[str, ...]) -> dict[str, str] | None:
-        try:
-            data = json.loads(value)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
-            self.note(key, f"not the original's config (a JSON object with {', '.join(fields)})")
-            return None
-        return data
-
 
 def interpret(tree: Mapping[str, str]) -> OriginalState:
     """The original's tree (:func:`read_tree`) in shrike's terms, with what was odd in it.
     Raises :class:`InvalidInput` when it does not name the LAN (``hosts/config``)."""
     reader = _Reader()
-    lan, gateway = _lan(tree, reader)
+    lan, gateway = _lan(tree)
     hosts: dict[str, dict[int, str]] = {"pool": {}, "assigned": {}}
     nets: dict[str, dict[str, Any]] = {}
     for key, value in tree.items():
@@ -181,11 +171,24 @@ def interpret(tree: Mapping[str, str]) -> OriginalState:
     )
 
 
-def _lan(tree: Mapping[str, str], reader: _Reader) -> tuple[Subnet, IPv4]:
-    config = reader.json("hosts/config", tree.get("hosts/config", ""), ("Subnet", "Gateway"))
+def _config(value: str | None, fields: tuple[str, ...]) -> dict[str, str] | str:
+    """A config of the original's (a JSON object of strings ``fields``), or why it is none."""
+    if value is None:
+        return "missing"
     try:
-        if config is None:
-            raise InvalidInput("missing or not JSON")
+        data = json.loads(value)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
+        return f"not the original's config (a JSON object with {', '.join(fields)})"
+    return data
+
+
+def _lan(tree: Mapping[str, str]) -> tuple[Subnet, IPv4]:
+    config = _config(tree.get("hosts/config"), ("Subnet", "Gateway"))
+    try:
+        if isinstance(config, str):
+            raise InvalidInput(config)
         lan, gateway = Subnet.parse(config["Subnet"]), IPv4(config["Gateway"])
     except InvalidInput as err:
         raise InvalidInput(
@@ -211,16 +214,18 @@ def _typed_subnet(reader: _Reader, lan: Subnet, net: str, value: str | None) -> 
     except InvalidInput:
         reader.note(f"containers/{net}", f"'{net}' is not a network address: its addresses are left out")
         return None
-    config = reader.json(key, value, ("Ipnet", "Mask")) if value is not None else None
-    if value is None:
-        reader.note(key, "missing")
-    mask = config.get("Mask", "") if config else ""
-    if config is not None and not (mask.isdigit() and 0 < int(mask) <= 32 and config["Ipnet"] == net):
-        reader.note(key, f"Ipnet {config['Ipnet']!r} and Mask {mask!r} do not name the network {net}")
-        config = None
-    typed = Subnet.of(int(network), int(mask) if config else lan.prefixlen)
-    if config is None:
-        reader.note(key, f"its ranges are taken as typed with the LAN's prefix length /{lan.prefixlen}")
+    config = _config(value, ("Ipnet", "Mask"))
+    if isinstance(config, dict):
+        mask = config["Mask"]
+        if mask.isdigit() and 0 < int(mask) <= 32 and config["Ipnet"] == net:
+            return Subnet.of(int(network), int(mask))
+        config = f"Ipnet {config['Ipnet']!r} and Mask {mask!r} do not name the network {net}"
+    # The widest subnet, up to the LAN's size, whose network address <net> is.
+    prefixlen = lan.prefixlen
+    while Subnet.of(int(network), prefixlen).network != int(network):
+        prefixlen += 1
+    typed = Subnet.of(int(network), prefixlen)
+    reader.note(key, f"{config}: its ranges are taken as typed in {typed}")
     return typed
 
 

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shrike_cli.cli import app
+from shrike_cli.errors import Conflict, NotFound
 from shrike_cli.ipam import Ipam
 from shrike_cli.model import STATE_HELD, STATE_RELEASED
 from shrike_cli.pools import Pool, Pools
@@ -81,6 +82,10 @@ def import_original(store_args: list[str], tree: OriginalTree, *more: str) -> An
     return shrike(store_args, "import", "oam-docker-ipam", "--from", tree.url, "--prefix", tree.prefix, *more)
 
 
+#: What :func:`view` shows of an empty store.
+EMPTY = {"leases": [], "ip-range": [], "host-range": []}
+
+
 def view(store_args: list[str]) -> dict[str, Any]:
     """What an operator sees of a store: every listing, as JSON."""
     return {
@@ -110,7 +115,7 @@ def test_the_originals_tree_becomes_shrikes_declarations_and_leases(
     ]  # fmt: skip
     # The network address the original's host-range counted is not a host's.
     assert [f["key"] for f in plan["findings"]] == ["hosts/pool/198.51.100.0"]
-    assert view(store_args) == {"leases": [], "ip-range": [], "host-range": []}, "--dry-run wrote"
+    assert view(store_args) == EMPTY, "--dry-run wrote"
 
     done = import_original(store_args, original_tree)
     assert done.exit_code == 0, done.stderr
@@ -151,9 +156,9 @@ def test_requests_under_the_originals_pool_id_allocate_from_its_range(
         # Never-used addresses of the original's range first, never the one it handed out.
         assert given == ["198.51.100.100/24", "198.51.100.101/24", "198.51.100.102/24"]
         assert ipam.request_address(pool, "198.51.100.115").ip == "198.51.100.115"
-        with pytest.raises(Exception, match="198.51.100.110 is already in use"):
+        with pytest.raises(Conflict, match="198.51.100.110 is already in use"):
             ipam.request_address(pool, "198.51.100.110")
-        with pytest.raises(Exception, match="no container range is keyed by 203.0.113.0"):
+        with pytest.raises(NotFound, match="no container range is keyed by 203.0.113.0"):
             ipam.pool("203.0.113.0")
 
 
@@ -164,7 +169,7 @@ def test_a_hand_damaged_tree_gets_a_report_not_a_crash(original_tree: OriginalTr
     tree.put(f"containers/{net}/assigned/198.51.100.105")  # free and assigned: a crash between two writes
     tree.put(f"containers/{net}/assigned/198.51.100.50")  # a host address too
     tree.put(f"containers/{net}/pool/not-an-address")
-    tree.put("containers/198.51.100.128/config", "{nonsense")  # its ranges typed with the LAN's /24
+    tree.put("containers/198.51.100.128/config", "{nonsense")  # its ranges typed /25
     tree.put("containers/198.51.100.128/pool/198.51.100.130")
     tree.put("containers/203.0.113.0/assigned/203.0.113.7")  # no config, outside the LAN
     tree.put("version", "1")
@@ -179,8 +184,8 @@ def test_a_hand_damaged_tree_gets_a_report_not_a_crash(original_tree: OriginalTr
         f"containers/{net}/assigned/198.51.100.105": "both free and assigned: taken as assigned",
         f"containers/{net}/assigned/198.51.100.50": "also a host address",
         f"containers/{net}/pool/not-an-address": "is not an IPv4 address",
-        "containers/198.51.100.128/config": "taken as typed with the LAN's prefix length /24",
-        "containers/203.0.113.0/config": "taken as typed with the LAN's prefix length /24",
+        "containers/198.51.100.128/config": "taken as typed in 198.51.100.128/25",
+        "containers/203.0.113.0/config": "missing: its ranges are taken as typed in 203.0.113.0/24",
         "containers/203.0.113.0/assigned/203.0.113.7": "outside the LAN 198.51.100.0/24",
         "version": "not a key of the original's",
     }
@@ -191,7 +196,7 @@ def test_a_hand_damaged_tree_gets_a_report_not_a_crash(original_tree: OriginalTr
     ranges = shrike_json(store_args, "ip-range")
     assert [(r["start"], r["end"], r["prefixlen"]) for r in ranges] == [
         ("198.51.100.100", "198.51.100.120", 25),
-        ("198.51.100.130", "198.51.100.130", 24),
+        ("198.51.100.130", "198.51.100.130", 25),
     ]
 
     # Without the LAN's config nothing can be declared: one line, nothing written.
@@ -199,11 +204,7 @@ def test_a_hand_damaged_tree_gets_a_report_not_a_crash(original_tree: OriginalTr
     refused = import_original(["--state-dir", str(tmp_path / "other")], tree)
     assert (refused.exit_code, refused.stdout) == (1, "")
     assert refused.stderr.startswith("shrike: error: the original's hosts/config") and refused.stderr.count("\n") == 1
-    assert not (tmp_path / "other" / "shrike.db").exists() or view(["--state-dir", str(tmp_path / "other")]) == {
-        "leases": [],
-        "ip-range": [],
-        "host-range": [],
-    }
+    assert view(["--state-dir", str(tmp_path / "other")]) == EMPTY
 
 
 def test_declarations_that_overlap_shrikes_are_refused_whole(original_tree: OriginalTree, tmp_path: Path) -> None:
@@ -236,7 +237,7 @@ def test_where_the_originals_state_is_not(etcd_server: EtcdServer, original_tree
         result = shrike(store_args, "import", "oam-docker-ipam", "--from", url, "--prefix", prefix)
         assert result.exit_code == 1, (url, result.stderr)
         assert result.stderr.startswith("shrike: error:") and message in result.stderr, result.stderr
-    assert not (tmp_path / "shrike.db").exists() or view(store_args)["leases"] == []
+    assert view(store_args) == EMPTY
 
 
 # ------------------------------------------------------------ export, import
@@ -322,7 +323,7 @@ def test_import_refuses_what_it_cannot_take_whole(tmp_path: Path, etcd_args: lis
     assert result.exit_code == 1 and "cannot read" in result.stderr
     result = shrike(etcd_args, "import", "shrike", "-", input="{nonsense")
     assert result.exit_code == 1 and "standard input is not JSON" in result.stderr
-    assert view(etcd_args) == {"leases": [], "ip-range": [], "host-range": []}, "a refused import wrote"
+    assert view(etcd_args) == EMPTY, "a refused import wrote"
 
     # --dry-run writes nothing; an import again writes nothing more (an import cut short
     # resumes); into a store that holds anything else, nothing.
@@ -398,12 +399,17 @@ def test_a_live_lan_moves_from_the_original_to_shrike_with_no_container_stopped(
             dockerd, docker_cleanup, lan.name, SUBNET, HOST_ADDRESS, {"DefaultGatewayIPv4": LAN_GATEWAY}
         )
         assert [request["Pool"] for call, request in old.calls if call == "/IpamDriver.RequestPool"] == [SUBNET]
+        # dockerd shows the LAN as the network's subnet (the original answered the Pool asked
+        # for) and keeps its PoolID to itself: it sends it with every address request.
+        ipam_config = dockerd.client.api.inspect_network(network.id)["IPAM"]["Config"]
+        assert [(c["Subnet"], c["Gateway"]) for c in ipam_config] == [(SUBNET, HOST_ADDRESS)]
         containers = {}
         for ip in ("198.51.100.100", "198.51.100.101", "198.51.100.103"):
             name, error = run(dockerd, docker_cleanup, network, "--ip", ip)
             assert error == "", error
             containers[ip] = name
         assert endpoint(dockerd, containers["198.51.100.100"], network)["IPPrefixLen"] == 25  # the original's mask
+        assert {r["PoolID"] for call, r in old.calls if call == "/IpamDriver.RequestAddress"} == {POOL_ID}
         assert set(original_tree.names(f"containers/{net}/assigned")) == {
             "198.51.100.100", "198.51.100.101", "198.51.100.103", "198.51.100.110",
         }  # fmt: skip

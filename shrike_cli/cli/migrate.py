@@ -70,14 +70,18 @@ def export(
 
 
 def _write_whole(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, renamed over it."""
+    """Write ``path`` whole or not at all: a temporary file beside it (private, as the
+    result is), renamed over it."""
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as err:
+        raise InvalidInput(f"cannot write {path}: {err.strerror or err}") from None
+    try:
         with os.fdopen(fd, "w") as out:
             out.write(text)
         os.replace(temporary, path)
     except OSError as err:
-        with contextlib.suppress(NameError, OSError):
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise InvalidInput(f"cannot write {path}: {err.strerror or err}") from None
 
