@@ -134,6 +134,11 @@ class Ipam:
             return action(self.config())
 
     # --------------------------------------------------------------- containers
+    def pool(self, pool_id: str) -> Pool:
+        """The pool a Docker pool id names: shrike's, or one oam-docker-ipam gave the
+        networks it created (:meth:`Pool.original`)."""
+        return self._with_config(lambda config: Pool.from_id(pool_id, config))
+
     def windows(self, pool: Pool | str) -> list[Window]:
         """Where dynamic addresses of ``pool`` come from; errors when there is nowhere."""
         pool = _pool(pool)
@@ -402,8 +407,9 @@ class Ipam:
         return lease
 
     # ------------------------------------------------------------------ hosts
-    def claim_host(self, ip: str) -> Lease:
-        """Record ``ip`` (in a host range) as this host's address; idempotent."""
+    def claim_host(self, ip: str, *, adopt: bool = False) -> Lease:
+        """Record ``ip`` (in a host range) as this host's address; idempotent. With
+        ``adopt``, also over a host lease naming no host (:meth:`adoptable`)."""
         address = _address(ip, "--ip")
 
         def locate(config: Config) -> Subnet:
@@ -414,12 +420,49 @@ class Ipam:
             return subnet
 
         def may_take(old: Lease) -> bool:
+            if adopt and self.adoptable(old, KIND_HOST):
+                return True
             if old.kind == KIND_HOST and old.host != self.host:
                 raise Conflict(f"{ip} is the address of host {old.host}")
             return old.is_host_of(self.host)
 
         holder = Holder(kind=KIND_HOST, state=STATE_HELD, subnet=self._with_config(locate), host=self.host)
         return self.allocator.claim(address, holder, may_take=may_take)
+
+    # --------------------------------------------------------------- adoption
+    def adoptable(self, old: Lease | None, kind: str, mac: str = "") -> bool:
+        """Whether an address this host holds by dockerd's account (a container's with the
+        MAC ``mac``, or for ``kind`` host, this host's own) may be recorded as such over its
+        lease ``old``: when there is none, it is released or reserved (a container started
+        with --ip takes up a reservation), it names no host (imported from the original),
+        or it is this host's already."""
+        if old is None:
+            return True
+        if kind == KIND_HOST:
+            return old.kind == KIND_HOST and old.host in ("", self.host)
+        return old.kind == KIND_CONTAINER and (
+            old.state != STATE_HELD or not old.host or old.is_container_of(self.host, mac)
+        )
+
+    def adopt_container(self, ip: str, *, mac: str = "", owner: dict[str, str] | None = None) -> Lease:
+        """Record ``ip``, which a container of this host holds by dockerd's account, as held
+        by it (``mac``, ``owner``); :class:`Conflict` when the store gives it to another
+        container or host (:meth:`adoptable`), :class:`InvalidInput` when it lies in no
+        container range."""
+        address = _address(ip, "address")
+
+        def locate(config: Config) -> tuple[Subnet, str]:
+            declared = config.container_range_of(int(address))
+            if declared is None:
+                raise InvalidInput(f"{ip} is outside every container range")
+            return config.lan_of(declared), declared.id
+
+        subnet, range_id = self._with_config(locate)
+        mac = validate_mac(mac) if mac else ""
+        holder = Holder(KIND_CONTAINER, STATE_HELD, subnet, self.host, mac=mac, owner=dict(owner or {}))
+        return self.allocator.claim(
+            address, holder, range_id, may_take=lambda old: self.adoptable(old, KIND_CONTAINER, mac)
+        )
 
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""

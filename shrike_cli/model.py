@@ -364,6 +364,16 @@ class Lease:
         """Whether this is ``host``'s own LAN address."""
         return self.kind == KIND_HOST and self.host == host
 
+    def is_container_of(self, host: str, mac: str) -> bool:
+        """Whether this is held by a container of ``host`` with the MAC ``mac`` (where
+        either MAC is unknown, any)."""
+        return (
+            self.kind == KIND_CONTAINER
+            and self.state == STATE_HELD
+            and self.host == host
+            and (not self.mac or not mac or self.mac == mac)
+        )
+
     @property
     def holder(self) -> str:
         """The container or reservation holding the address, as far as the record knows:

@@ -31,6 +31,13 @@ BUILTIN_DRIVERS = frozenset({"", "default", "null", "windowsipam"})
 ACTIVATE_TIMEOUT = 2.0
 
 
+def networks_of(client: docker.DockerClient, plugin_name: str) -> list[dict[str, Any]]:
+    """What dockerd says of each of its networks whose IPAM driver is ``plugin_name``."""
+    with docker_errors():
+        networks = client.api.networks()
+    return [n for n in networks if (n.get("IPAM") or {}).get("Driver") == plugin_name]
+
+
 def networks_by_driver(client: docker.DockerClient) -> dict[str, tuple[str, ...]]:
     """Each IPAM plugin that networks of ``client``'s dockerd name, with those networks."""
     with docker_errors():

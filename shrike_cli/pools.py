@@ -11,6 +11,9 @@ A pool's record (``{"subnet": ..., "sub_pool": ..., "refs": {host: n}}``, see
 :mod:`.state`) counts, per host, the networks using the pool (RequestPool adds one,
 ReleasePool drops one; the record goes when nobody uses it). It is bookkeeping for people
 and for the CLI; allocation never depends on it.
+
+Networks created with oam-docker-ipam, the original, carry its pool ids: a bare network
+address (``172.25.60.0``), see :meth:`Pool.original`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import InvalidInput
-from .model import Subnet
+from .errors import InvalidInput, NotFound
+from .model import Config, IPv4, Subnet
 from .state import State, pool_key
 from .stores.base import Store
 
 ID_PREFIX = "shrike/"
+
+
+def _address(text: str) -> IPv4 | None:
+    try:
+        return IPv4(text)
+    except InvalidInput:
+        return None
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,11 @@ class Pool:
         return cls(pool, None if narrow == pool else narrow)
 
     @classmethod
-    def from_id(cls, pool_id: str) -> Pool:
-        """The pool an id names. A bare subnet is accepted too, as older plugins used it."""
+    def from_id(cls, pool_id: str, config: Config | None = None) -> Pool:
+        """The pool an id names. A bare subnet is accepted too, as older plugins used it,
+        and with ``config``, the original's ids (:meth:`original`)."""
+        if config is not None and (address := _address(pool_id)) is not None:
+            return cls.original(address, config)
         cidrs = pool_id.removeprefix(ID_PREFIX).split("/")
         if len(cidrs) not in (2, 4):
             raise InvalidInput(f"'{pool_id}' is not a shrike pool id (expected {ID_PREFIX}SUBNET[/SUB-POOL])")
@@ -54,6 +67,26 @@ class Pool:
             return cls.of("/".join(cidrs[:2]), "/".join(cidrs[2:]) or None)
         except InvalidInput as err:
             raise InvalidInput(f"'{pool_id}' is not a shrike pool id: {err}") from None
+
+    @classmethod
+    def original(cls, pool_id: IPv4, config: Config) -> Pool:
+        """The pool of a network oam-docker-ipam created, from the id it gave it.
+
+        The original answered RequestPool with the network address of the subnet asked for
+        (``172.25.60.0`` for ``--subnet 172.25.60.0/22``, the LAN) and handed out addresses
+        from the ip-ranges it had keyed by that address: those typed with a prefix whose
+        network address it is (``172.25.60.187/24``). So the pool is the LAN those ranges
+        belong to, narrowed to the widest subnet they were typed in (``172.25.60.0/24``).
+        """
+        keyed = [r for r in config.ip_ranges if r.subnet.network == int(pool_id)]
+        if not keyed:
+            raise NotFound(
+                f"no container range is keyed by {pool_id}, the oam-docker-ipam pool id of this network:"
+                " import the original's ranges with 'shrike import oam-docker-ipam'"
+            )
+        typed = min((r.subnet for r in keyed), key=lambda subnet: subnet.prefixlen)
+        lan = config.lan_of(keyed[0])
+        return cls(lan, typed if lan.holds(typed) and typed != lan else None)
 
     @property
     def name(self) -> str:

@@ -84,6 +84,53 @@ def _check_subnet(config: Config, subnet: Subnet) -> None:
             raise InvalidInput(f"subnet {subnet} overlaps the declared subnet {other}")
 
 
+def add_lan(config: Config, subnet: Subnet, gateway: IPv4) -> Config:
+    """``config`` with the LAN ``subnet`` and its default ``gateway`` declared; the same
+    config when it already is, with that gateway."""
+    known = config.gateway_of(subnet)
+    if known is not None:
+        if known != gateway:
+            raise InvalidInput(f"subnet {subnet} already has the gateway {known}, not {gateway}")
+        return config
+    _check_subnet(config, subnet)
+    for kind, declared in config.all_ranges():
+        if declared.contains(int(gateway)):
+            raise InvalidInput(f"the gateway {gateway} lies inside the {kind} range {declared}")
+    return replace(config, lans={**config.lans, subnet: gateway})
+
+
+def add_host_range(config: Config, new: AddressRange, gateway: IPv4 | None = None) -> Config | None:
+    """``config`` with the host range ``new`` and its LAN (the subnet it was typed in) with
+    ``gateway``, which may be left out once the LAN has one; None when exactly that range
+    is declared already."""
+    gateway = gateway or config.gateway_of(new.subnet)
+    if gateway is None:
+        raise InvalidInput(f"subnet {new.subnet} has no gateway yet: give --gateway")
+    if new.contains(int(gateway)):
+        raise InvalidInput(f"the gateway {gateway} lies inside the host range {new}")
+    config = add_lan(config, new.subnet, gateway)
+    if new in config.host_ranges:
+        return None
+    _check_free_of_ranges(config, new, KIND_HOST)
+    return replace(config, host_ranges=(*config.host_ranges, new))
+
+
+def add_ip_range(config: Config, new: AddressRange) -> Config | None:
+    """``config`` with the container range ``new``; None when exactly that range already is."""
+    if new in config.ip_ranges:
+        return None
+    _check_free_of_ranges(config, new, KIND_CONTAINER)
+    for lan_subnet, gw in config.lans.items():
+        if new.contains(int(gw)):
+            raise InvalidInput(f"container range {new} holds {gw}, the gateway of {lan_subnet}")
+    lan = config.lan_of(new)
+    if not lan.covers(new.start, new.end):
+        raise InvalidInput(
+            f"container range {new} must lie inside the subnet {lan}, off its network and broadcast addresses"
+        )
+    return replace(config, ip_ranges=(*config.ip_ranges, new))
+
+
 def declare_host_range(state: State, ip_start: str, ip_end: str, gateway: str | None, *, max_wait: float) -> Declared:
     """Declare addresses kept for hosts, and with them the LAN subnet and its gateway.
 
@@ -100,32 +147,14 @@ def declare_host_range(state: State, ip_start: str, ip_end: str, gateway: str | 
             raise InvalidInput(f"--gateway {gateway} has another prefix length than the range (/{subnet.prefixlen})")
         if not subnet.covers(gw, gw):
             raise InvalidInput(f"--gateway {int_to_ip(gw)} is not a usable address of the subnet {subnet}")
-        if new.contains(gw):
-            raise InvalidInput(f"--gateway {int_to_ip(gw)} lies inside the host range {new}")
         gateway_ip = IPv4(gw)
     outcome: dict[str, Declared] = {}
 
     def change(config: Config) -> Config | None:
-        known = config.gateway_of(subnet)
-        final_gateway = gateway_ip or known
-        if final_gateway is None:
-            raise InvalidInput(f"subnet {subnet} has no gateway yet: give --gateway")
-        if known is not None and known != final_gateway:
-            raise InvalidInput(f"subnet {subnet} already has the gateway {known}, not {final_gateway}")
-        if new in config.host_ranges:
-            outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, False, parsed.notes)
-            return None
-        _check_subnet(config, subnet)
-        _check_free_of_ranges(config, new, KIND_HOST)
-        for r in config.ip_ranges:
-            if r.contains(int(final_gateway)):
-                raise InvalidInput(f"--gateway {final_gateway} lies inside the container range {r}")
-        outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, True, parsed.notes)
-        return replace(
-            config,
-            lans={**config.lans, subnet: final_gateway},
-            host_ranges=(*config.host_ranges, new),
-        )
+        new_config = add_host_range(config, new, gateway_ip)
+        final_gateway = gateway_ip or config.gateway_of(subnet)
+        outcome["d"] = Declared(KIND_HOST, new, subnet, final_gateway, new_config is not None, parsed.notes)
+        return new_config
 
     _update(state, change, max_wait)
     return outcome["d"]
@@ -143,20 +172,9 @@ def declare_ip_range(state: State, ip_start: str, ip_end: str, *, max_wait: floa
 
     def change(config: Config) -> Config | None:
         lan = config.lan_of(new)
-        gateway = config.gateway_of(lan)
-        if new in config.ip_ranges:
-            outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, False, parsed.notes)
-            return None
-        _check_free_of_ranges(config, new, KIND_CONTAINER)
-        for lan_subnet, gw in config.lans.items():
-            if new.contains(int(gw)):
-                raise InvalidInput(f"container range {new} holds {gw}, the gateway of {lan_subnet}")
-        if not lan.covers(new.start, new.end):
-            raise InvalidInput(
-                f"container range {new} must lie inside the subnet {lan}, off its network and broadcast addresses"
-            )
-        outcome["d"] = Declared(KIND_CONTAINER, new, lan, gateway, True, parsed.notes)
-        return replace(config, ip_ranges=(*config.ip_ranges, new))
+        new_config = add_ip_range(config, new)
+        outcome["d"] = Declared(KIND_CONTAINER, new, lan, config.gateway_of(lan), new_config is not None, parsed.notes)
+        return new_config
 
     _update(state, change, max_wait)
     return outcome["d"]

@@ -38,19 +38,23 @@ A record that does not have the shape shrike writes (edited by hand) is reported
 
 Changes are built as a :class:`Change` (preconditions and effects in domain terms) and
 committed as one compare-and-swap transaction by :meth:`State.commit`.
+
+:meth:`State.export` writes the whole state as one document, its records listed by kind
+(:data:`RECORD_KINDS`), and :meth:`State.import_` writes such a document into another store.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import cas
-from .errors import Damaged, InvalidInput
+from .errors import Conflict, Damaged, InvalidInput, ShrikeError
 from .model import STATE_PARKED, STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
-from .stores.base import Compare, Delete, Entry, Op, Put, Store
+from .stores.base import MAX_TXN_OPS, Compare, Delete, Entry, Op, Put, Store
 
 T = TypeVar("T")
 
@@ -97,6 +101,96 @@ def _free_prefix(range_id: str) -> str:
 def pool_key(name: str) -> str:
     """The key of the record of the Docker pool ``name`` (``subnet[/sub-pool]``)."""
     return POOLS + name
+
+
+# ---------------------------------------------------------- the kinds of records
+@dataclass(frozen=True)
+class RecordKind:
+    """A kind of record, as an exported document lists it: under ``name``, every key under
+    ``prefix`` (ending in "/") by the rest of its key, or the one key ``prefix`` as its
+    value. ``check`` reads a record back into its value, so that an import refuses a
+    malformed one before writing anything."""
+
+    name: str
+    prefix: str
+    check: Callable[[dict[str, Any]], object] | None = None
+
+    @property
+    def single(self) -> bool:
+        return not self.prefix.endswith("/")
+
+    def owns(self, key: str) -> bool:
+        return key == self.prefix if self.single else key.startswith(self.prefix)
+
+
+#: Every kind of record shrike keeps, one line each: a new kind is one more line (an
+#: export refuses a key no kind owns). In the order an import writes them: the
+#: declarations last, so that nothing is allocated from a store whose import was cut short.
+RECORD_KINDS = (
+    RecordKind("leases", LEASES, Lease.from_json),
+    RecordKind("free", FREE),
+    RecordKind("macs", MACS),
+    RecordKind("reservations", NAMES),
+    RecordKind("parked", PARKED),
+    RecordKind("cursors", CURSORS),
+    RecordKind("pools", POOLS),
+    RecordKind("declarations", CONFIG_KEY, Config.from_json),
+)
+EXPORT_FORMAT = "shrike-state"
+#: The version of the documents :meth:`State.export` writes. A shrike that changes what a
+#: record means raises it, and upgrades older documents as it imports them (or refuses them).
+EXPORT_VERSION = 1
+#: Leases :meth:`State.add_leases` writes per transaction (each: a compare, a read and up to
+#: three puts: the lease, its MAC's and its name's index entries).
+ADD_BATCH = 32
+
+
+def _kind_of(key: str) -> RecordKind:
+    kind = next((kind for kind in RECORD_KINDS if kind.owns(key)), None)
+    if kind is None:
+        raise ShrikeError(f"the store holds '{key}', a record this shrike does not know: export with a newer shrike")
+    return kind
+
+
+def _records_of(document: Any) -> list[tuple[RecordKind, str, dict[str, Any]]]:
+    """The records of an exported document as (kind, key, value), in the order they are
+    written; :class:`InvalidInput` for anything this shrike cannot take as it is."""
+    if not isinstance(document, Mapping) or document.get("format") != EXPORT_FORMAT:
+        raise InvalidInput(f'not a shrike export (it has no "format": "{EXPORT_FORMAT}")')
+    version = document.get("version")
+    if type(version) is not int or version < 1:
+        raise InvalidInput(f"the export has no valid version ({version!r})")
+    if version > EXPORT_VERSION:
+        raise InvalidInput(
+            f"the export is of version {version}, written by a newer shrike; this one reads version"
+            f" {EXPORT_VERSION}: import it with a shrike as new as the one that wrote it"
+        )
+    records = document.get("records")
+    if not isinstance(records, Mapping):
+        raise InvalidInput('the export has no "records" object')
+    if unknown := sorted(set(records) - {kind.name for kind in RECORD_KINDS}):
+        raise InvalidInput(
+            f"the export holds records of kinds this shrike does not know ({', '.join(map(str, unknown))}):"
+            " import it with a shrike as new as the one that wrote it"
+        )
+    found = []
+    for kind in RECORD_KINDS:
+        section = records.get(kind.name)
+        if section is None:
+            continue
+        if not kind.single and not isinstance(section, Mapping):
+            raise InvalidInput(f"the {kind.name} of the export are not an object")
+        for name, value in [("", section)] if kind.single else section.items():
+            where = f"{kind.name} {name}".strip()
+            if not isinstance(value, dict) or not (kind.single or name):
+                raise InvalidInput(f"{where} in the export is not a record")
+            try:
+                if kind.check:
+                    kind.check(value)
+            except (ShrikeError, TypeError, KeyError, ValueError) as err:
+                raise InvalidInput(f"{where} in the export is not a valid record: {err}") from None
+            found.append((kind, kind.prefix + name, value))
+    return found
 
 
 # ------------------------------------------------------------------ values read
@@ -454,3 +548,67 @@ class State:
             return answer, [Put(key, record) if record is not None else Delete(key)]
 
         return cas.update(self.store, key, raw, max_wait=max_wait)
+
+    # -- the whole state, as one document
+    def export(self) -> dict[str, Any]:
+        """Every record, by kind (:data:`RECORD_KINDS`), in a versioned document, read in
+        one snapshot of the store."""
+        records: dict[str, Any] = {kind.name: {} for kind in RECORD_KINDS if not kind.single}
+        for entry in self.store.get_prefix(""):
+            kind = _kind_of(entry.key)
+            if kind.single:
+                records[kind.name] = entry.value
+            else:
+                records[kind.name][entry.key.removeprefix(kind.prefix)] = entry.value
+        return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "exported": now_iso(), "records": records}
+
+    def import_(self, document: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, int]:
+        """Write the records of ``document`` (written by :meth:`export`) into this store;
+        returns how many of each kind were (with ``dry_run``: would be) written.
+
+        The store must be empty, or hold only records of that very document (an import
+        cut short, run again): anything else is refused before a record is written, as is a
+        document this shrike cannot read. Records go in transactions of at most
+        :data:`MAX_TXN_OPS` keys, each written only where no key is yet.
+        """
+        records = _records_of(document)
+        wanted = {key: value for _, key, value in records}
+        present = {entry.key: entry.value for entry in self.store.get_prefix("")}
+        if foreign := sorted(key for key, value in present.items() if wanted.get(key) != value):
+            why = "differs from the export" if foreign[0] in wanted else "is not in the export"
+            more = f" (and {len(foreign) - 1} more records)" if len(foreign) > 1 else ""
+            raise Conflict(
+                f"the store at {self.store.location} is not empty: its '{foreign[0]}' {why}{more};"
+                " import into an empty store (another --store-prefix or --state-dir)"
+            )
+        todo = [(kind, key, value) for kind, key, value in records if key not in present]
+        for start in range(0, 0 if dry_run else len(todo), MAX_TXN_OPS):
+            batch = todo[start : start + MAX_TXN_OPS]
+            keys = [key for _, key, _ in batch]
+            result = self.store.txn([(key, 0) for key in keys], [Put(key, value) for _, key, value in batch])
+            if not result.succeeded:
+                raise Conflict(
+                    f"the store at {self.store.location} was written to during the import; run it again"
+                    f" once nothing else uses that store ({start} of {len(todo)} records were written)"
+                )
+        written = Counter(kind.name for kind, _, _ in todo)
+        return {kind.name: written[kind.name] for kind in RECORD_KINDS}
+
+    def add_leases(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Write each of ``leases`` (with the index entries the invariants ask for) where its
+        address has no lease yet; returns those written. A batch at a time (:data:`ADD_BATCH`):
+        a lease written meanwhile by someone else is left as it is."""
+        written: list[Lease] = []
+        for start in range(0, len(leases), ADD_BATCH):
+            batch = list(leases[start : start + ADD_BATCH])
+            while batch:
+                change = Change()
+                for lease in batch:
+                    change.expect_lease(lease.ip, 0)
+                    change.write(lease)
+                outcome = self.commit(change)
+                if outcome.succeeded:
+                    written += batch
+                    break
+                batch = [lease for lease in batch if outcome.lease(lease.ip) is None]
+        return written

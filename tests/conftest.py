@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.plugin",
     "tests.fixtures.hostnet",
     "tests.fixtures.fresh_host",
+    "tests.fixtures.original",
 ]

@@ -106,9 +106,9 @@ class Starts(Protocol):
         ...
 
 
-def _pool(request: Request) -> Pool:
+def _pool(request: Request, ipam: Ipam) -> Pool:
     try:
-        return Pool.from_id(_string(request, "PoolID", required=True))
+        return ipam.pool(_string(request, "PoolID", required=True))
     except InvalidInput as err:
         raise BadRequest(str(err)) from None
 
@@ -174,7 +174,7 @@ class Driver:
         return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
 
     def release_pool(self, request: Request) -> dict[str, Any]:
-        self.ipam.release_pool(_pool(request))
+        self.ipam.release_pool(_pool(request, self.ipam))
         return {}
 
     # -------------------------------------------------------------- addresses
@@ -187,7 +187,7 @@ class Driver:
         parked last (a restarting container asks right after its release), unless a
         container was just created on this host, whose first request it probably is.
         """
-        pool = _pool(request)
+        pool = _pool(request, self.ipam)
         address = _address(request, required=False)
         options = _options(request)
         lease: Lease | None
@@ -217,7 +217,7 @@ class Driver:
         return {"Address": f"{lease.ip if lease else address}/{pool.subnet.prefixlen}", "Data": {}}
 
     def release_address(self, request: Request) -> dict[str, Any]:
-        pool = _pool(request)
+        pool = _pool(request, self.ipam)
         self.ipam.release_address(_address(request, required=True), pool, keep=True)
         return {}
 
