@@ -15,8 +15,6 @@ fail because of each other.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -35,15 +33,16 @@ from .model import (
     Window,
     now_iso,
 )
-from .sources import LongestIdle, NeverUsed
+from .sources import KeptFor, LongestIdle, NeverUsed
 from .state import Change, Guard, Parked, State, StoredLease, parked, released
-
-#: Seconds a copy of a host's parked addresses is trusted (see :class:`ParkedCache`).
-PARKED_TTL = 2.0
 
 #: One way to find an address: given the guards and the shared retry budget, a lease or
 #: None when it has nothing to give.
 Candidate = Callable[[Sequence[Guard], Retry], Lease | None]
+
+
+def _parked_longest_ago(kept: Sequence[Parked]) -> Parked | None:
+    return min(kept, key=lambda p: p.at, default=None)
 
 
 class Exhausted(Conflict):
@@ -69,42 +68,6 @@ class Returning:
         return max(parked, key=lambda p: p.at, default=None)
 
 
-class ParkedCache:
-    """Each host's parked addresses as last read, for at most :data:`PARKED_TTL` seconds.
-
-    Every dynamic request of a plugin looks for its host's parked addresses; the list is
-    nearly always short and unchanged, and only that host's server adds to it (when it
-    parks; then its copy is read again). An entry someone took meanwhile just fails its
-    compare, and the list is read again.
-    """
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-        self._lists: dict[str, tuple[float, list[Parked]]] = {}
-        self._lock = threading.Lock()
-
-    def of(self, host: str) -> list[Parked]:
-        with self._lock:
-            read_at, listed = self._lists.get(host, (0.0, []))
-        if time.monotonic() - read_at > PARKED_TTL:
-            listed = self.state.parked(host)
-            with self._lock:
-                self._lists[host] = (time.monotonic(), listed)
-        return listed
-
-    def taken(self, ip: IPv4) -> None:
-        """``ip`` was taken (or tried): no copy offers it again."""
-        with self._lock:
-            self._lists = {h: (at, [p for p in kept if p.ip != ip]) for h, (at, kept) in self._lists.items()}
-
-    def invalidate(self, host: str | None = None) -> None:
-        """Read ``host``'s list (None: every list) again at its next use."""
-        with self._lock:
-            for known in list(self._lists):
-                if host is None or known == host:
-                    del self._lists[known]
-
-
 class Allocator:
     """Hands out, claims and releases container addresses atomically."""
 
@@ -113,7 +76,7 @@ class Allocator:
         self.max_wait = max_wait
         self._never_used = NeverUsed(state)
         self._idle = LongestIdle(state)
-        self._parked_hosts = ParkedCache(state)
+        self._kept = KeptFor(state)
 
     def candidates(
         self, windows: Sequence[Window], holder: Holder, returning: Returning | None = None
@@ -121,7 +84,7 @@ class Allocator:
         """Where a dynamic address comes from, in order: this is the allocation policy."""
         if returning is not None:
             # A container coming back gets the address parked for it.
-            yield partial(self._parked, windows, holder, holder.host, returning.choose)
+            yield partial(self._kept.take, windows, holder, holder.host, returning.choose)
         if holder.mac:
             # DHCP-like: a MAC that held an address gets it back while it is free.
             yield partial(self._previous_of_mac, windows, holder)
@@ -133,7 +96,7 @@ class Allocator:
         yield partial(self._idle.take, windows, holder)
         # Last, rather than fail: an address parked for a stopped container, the one
         # parked longest ago (that container gets another when it starts).
-        yield partial(self._parked, windows, holder, None, lambda kept: min(kept, key=lambda p: p.at, default=None))
+        yield partial(self._kept.take, windows, holder, None, _parked_longest_ago)
 
     def allocate(
         self,
@@ -154,36 +117,6 @@ class Allocator:
                 return lease
         where = where or ", ".join(str(w.range) for w in windows) or "no container range"
         raise Exhausted(f"no free address left in {where}")
-
-    def _parked(
-        self,
-        windows: Sequence[Window],
-        holder: Holder,
-        host: str | None,
-        choose: Callable[[Sequence[Parked]], Parked | None],
-        guards: Sequence[Guard],
-        retry: Retry,
-    ) -> Lease | None:
-        """The parked address of ``host`` (None: of any host) in ``windows`` that
-        ``choose`` picks; None when it picks none."""
-        while True:
-            listed = self._parked_hosts.of(host) if host is not None else self.state.parked(None)
-            chosen = choose([p for p in listed if any(w.contains(int(p.ip)) for w in windows)])
-            if chosen is None:
-                return None
-            lease = holder.lease(chosen.ip, chosen.range_id)
-            if host is not None:
-                # Its own container coming back, as far as known (the server's next look at
-                # dockerd corrects a wrong guess): a restart right away finds it parked again.
-                lease = replace(lease, owner={**chosen.owner, **holder.owner})
-            change = Change(guards)
-            change.take(chosen, lease)
-            outcome = self.state.commit(change)
-            self._parked_hosts.taken(chosen.ip)
-            if outcome.succeeded:
-                return lease
-            self._parked_hosts.invalidate()
-            retry.conflict()
 
     def _previous_of_mac(
         self, windows: Sequence[Window], holder: Holder, guards: Sequence[Guard], retry: Retry
@@ -276,5 +209,5 @@ class Allocator:
 
         lease = self.state.update_lease(ip, decide, max_wait=self.max_wait)
         if lease is not None and lease.state == STATE_PARKED:
-            self._parked_hosts.invalidate(lease.host)
+            self._kept.invalidate(lease.host)
         return lease

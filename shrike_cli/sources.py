@@ -10,7 +10,11 @@ are taken quickly and safely, whatever order :mod:`.allocator` tries them in.
   free-list entries read in batches: a range read costs etcd 3.4 time in proportion to
   all keys under the prefix, whatever the limit, so one read serves many allocations.
 
-Both return None when they have nothing (left) to give, and leave retries on a lost race
+* :class:`KeptFor` hands out addresses parked for stopped containers, from a short-lived
+  copy of each host's list: every request of a plugin looks at its host's list, which
+  is nearly always short and unchanged.
+
+All return None when they have nothing (left) to give, and leave retries on a lost race
 to the shared :class:`~shrike_cli.cas.Retry`.
 """
 
@@ -18,14 +22,17 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from .cas import Retry
 from .model import Holder, IPv4, Lease, Window
-from .state import Change, Cursor, Guard, Idle, State
+from .state import Change, Cursor, Guard, Idle, Parked, State
 
+#: Seconds a copy of a host's parked addresses is trusted (see :class:`KeptFor`).
+PARKED_TTL = 2.0
 #: How many free-list entries one read fetches.
 FREE_BATCH = 64
 #: Most never-used addresses one transaction hands out (each adds a compare, two ops
@@ -184,3 +191,69 @@ class LongestIdle:
             limit = FREE_BATCH if window.is_whole else 16 * FREE_BATCH
             queue.extend(idle for idle in self.state.idle(window.range.id, limit) if window.contains(int(idle.ip)))
         return queue
+
+
+class KeptFor:
+    """Addresses parked for stopped containers, the one a policy function chooses.
+
+    Each host's list is copied for at most :data:`PARKED_TTL` seconds: only that host's
+    server adds to it (when it parks; its copy is then read again), and an entry someone
+    took meanwhile just fails its compare, and the list is read again.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._lists: dict[str, tuple[float, list[Parked]]] = {}
+        self._lock = threading.Lock()
+
+    def take(
+        self,
+        windows: Sequence[Window],
+        holder: Holder,
+        host: str | None,
+        choose: Callable[[Sequence[Parked]], Parked | None],
+        guards: Sequence[Guard],
+        retry: Retry,
+    ) -> Lease | None:
+        """The address parked by ``host`` (None: by any host) in ``windows`` that
+        ``choose`` picks, for ``holder``; None when it picks none. Taken back by its own
+        host, the lease keeps the container it was parked for, as far as known (the
+        server's next look at dockerd corrects a wrong guess): a restart right away finds
+        it parked again."""
+        while True:
+            listed = self._of(host) if host is not None else self.state.parked(None)
+            chosen = choose([p for p in listed if any(w.contains(int(p.ip)) for w in windows)])
+            if chosen is None:
+                return None
+            lease = holder.lease(chosen.ip, chosen.range_id)
+            if host is not None:
+                lease = replace(lease, owner={**chosen.owner, **holder.owner})
+            change = Change(guards)
+            change.take(chosen, lease)
+            outcome = self.state.commit(change)
+            self._taken(chosen.ip)
+            if outcome.succeeded:
+                return lease
+            self.invalidate()
+            retry.conflict()
+
+    def invalidate(self, host: str | None = None) -> None:
+        """Read ``host``'s list (None: every list) again at its next use."""
+        with self._lock:
+            for known in list(self._lists):
+                if host is None or known == host:
+                    del self._lists[known]
+
+    def _of(self, host: str) -> list[Parked]:
+        with self._lock:
+            read_at, listed = self._lists.get(host, (0.0, []))
+        if time.monotonic() - read_at > PARKED_TTL:
+            listed = self.state.parked(host)
+            with self._lock:
+                self._lists[host] = (time.monotonic(), listed)
+        return listed
+
+    def _taken(self, ip: IPv4) -> None:
+        """``ip`` was taken (or tried): no copy offers it again."""
+        with self._lock:
+            self._lists = {h: (at, [p for p in kept if p.ip != ip]) for h, (at, kept) in self._lists.items()}
