@@ -25,7 +25,7 @@ import docker
 
 from .errors import Conflict, InvalidInput
 from .ipam import Ipam
-from .model import KIND_CONTAINER, KIND_HOST, SHARED_KINDS, Config, IPv4, Lease
+from .model import IP, KIND_CONTAINER, KIND_HOST, SHARED_KINDS, Config, Lease
 from .owners import Endpoint, endpoints
 from .plugin_names import networks_of
 
@@ -99,17 +99,17 @@ def adopt(ipam: Ipam, client: docker.DockerClient, plugin_name: str, *, dry_run:
     names = tuple(n["Name"] for n in networks)
     config = ipam.config()
     gateways = {
-        IPv4(pool["Gateway"]): n["Name"]
+        IP(pool["Gateway"]): n["Name"]
         for n in networks
         for pool in (n.get("IPAM") or {}).get("Config") or ()
-        if pool.get("Gateway") and "." in pool["Gateway"]
+        if pool.get("Gateway")
     }
     adoptions = [_host(ipam, ip, network, dry_run) for ip, network in gateways.items() if config.host_range_of(int(ip))]
     adoptions += [_container(ipam, config, e, dry_run) for e in endpoints(client) if e.network in names]
     return AdoptReport(ipam.host, names, tuple(adoptions), dry_run)
 
 
-def _host(ipam: Ipam, ip: IPv4, network: str, dry_run: bool) -> Adoption:
+def _host(ipam: Ipam, ip: IP, network: str, dry_run: bool) -> Adoption:
     lease = ipam.lease(ip)
 
     def row(status: str, detail: str = _before(lease)) -> Adoption:
@@ -138,7 +138,7 @@ def _container(ipam: Ipam, config: Config, endpoint: Endpoint, dry_run: bool) ->
         if stored.lease.owner != endpoint.owner and not dry_run:
             ipam.set_owner(stored.lease, stored.revision, endpoint.owner)
         return row(HELD)
-    if config.container_range_of(int(IPv4(endpoint.ip))) is None:
+    if config.container_range_of(int(IP(endpoint.ip))) is None:
         return row(CONFLICT, f"{endpoint.ip} is outside every container range")
     if not ipam.adoptable(lease, KIND_CONTAINER, endpoint.mac):
         return row(CONFLICT)

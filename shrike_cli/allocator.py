@@ -22,13 +22,13 @@ from functools import partial
 from .cas import Retry
 from .errors import Conflict
 from .model import (
+    IP,
     KIND_CONTAINER,
     STATE_HELD,
     STATE_PARKED,
     STATE_RELEASED,
     STATE_RESERVED,
     Holder,
-    IPv4,
     Lease,
     Window,
     now_iso,
@@ -121,7 +121,7 @@ class Allocator:
     def _previous_of_mac(
         self, windows: Sequence[Window], holder: Holder, guards: Sequence[Guard], retry: Retry
     ) -> Lease | None:
-        ip = self.state.address_of_mac(holder.mac)
+        ip = self.state.address_of_mac(holder.mac, holder.subnet.version)
         if ip is None or not any(w.contains(int(ip)) for w in windows):
             return None
         stored = self.state.lease(ip)
@@ -141,7 +141,7 @@ class Allocator:
 
     def claim(
         self,
-        ip: IPv4,
+        ip: IP,
         holder: Holder,
         range_id: str = "",
         *,
@@ -187,6 +187,9 @@ class Allocator:
         With ``expected_revision``, only the lease as written at that store revision is
         released: if it was written since (released, taken again), nothing changes and
         the answer is None.
+
+        An address outside every range (derived from its container's MAC) is never parked
+        or kept: its record goes, and the answer is the lease as released.
         """
 
         def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
@@ -195,6 +198,10 @@ class Allocator:
             old = stored.lease
             if old.kind != KIND_CONTAINER or old.state == STATE_RELEASED or not accept(old):
                 return old, None
+            change = Change()
+            if not old.range:
+                change.delete(old)
+                return replace(old, state=STATE_RELEASED, since=now_iso(), owner={}), change
             if not old.name:
                 new = parked(old) if keep and old.state == STATE_HELD and old.owner else released(old)
             elif not end_reservation:
@@ -203,7 +210,6 @@ class Allocator:
                 new = replace(old, state=STATE_RESERVED, since=now_iso(), owner={})
             else:
                 new = released(old) if old.state == STATE_RESERVED else replace(old, name="")
-            change = Change()
             change.write(new, previous=old)
             return new, change
 

@@ -108,7 +108,7 @@ class DockerNetwork:
     ipam_driver: str
     #: when it was created (None if dockerd does not say)
     created: datetime | None = None
-    #: its IPv4 pools (shrike serves no IPv6 pool; a dual-stack network has one from elsewhere)
+    #: its pools, IPv4 then IPv6 (a dual-stack network has one of each)
     pools: tuple[str, ...] = ()
     #: the gateway of its first IPv4 pool that names one
     gateway: str | None = None
@@ -125,14 +125,15 @@ class DockerNetwork:
         with docker_errors():
             attrs = client.api.inspect_network(name)
         ipam = attrs.get("IPAM") or {}
-        configs = [c for c in ipam.get("Config") or [] if c.get("Subnet") and ":" not in c["Subnet"]]
+        every = [c for c in ipam.get("Config") or [] if c.get("Subnet")]
+        configs = [c for c in every if ":" not in c["Subnet"]]
         aux = [c.get("AuxiliaryAddresses") or {} for c in configs]
         labels = attrs.get("Labels") or {}
         return cls(
             name=attrs["Name"],
             ipam_driver=ipam.get("Driver") or "default",
             created=_docker_time(attrs.get("Created") or ""),
-            pools=tuple(c["Subnet"] for c in configs),
+            pools=tuple(c["Subnet"] for c in sorted(every, key=lambda c: ":" in c["Subnet"])),
             gateway=next((c["Gateway"] for c in configs if c.get("Gateway")), None),
             router=next((a["DefaultGatewayIPv4"] for a in aux if "DefaultGatewayIPv4" in a), None),
             labels={k.removeprefix(LABEL_PREFIX): v for k, v in labels.items() if k.startswith(LABEL_PREFIX)},

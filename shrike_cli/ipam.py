@@ -24,6 +24,7 @@ from typing import TypeVar
 from .allocator import Allocator, Returning
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
+    IP,
     KIND_CONTAINER,
     KIND_GATEWAY,
     KIND_HOST,
@@ -34,10 +35,10 @@ from .model import (
     STATE_RESERVED,
     Config,
     Holder,
-    IPv4,
     Lease,
     Subnet,
     Window,
+    eui64,
     parse_address,
     validate_mac,
 )
@@ -54,9 +55,9 @@ log = logging.getLogger("shrike.ipam")
 CONFIG_TTL = 2.0
 
 
-def _address(text: str, what: str) -> IPv4:
+def _address(text: str, what: str) -> IP:
     """A plain address typed by someone (no prefix length)."""
-    return IPv4(parse_address(text, what, prefix="forbidden")[0])
+    return IP(parse_address(text, what, prefix="forbidden")[0])
 
 
 def _pool(pool: Pool | str, sub_pool: str | None = None) -> Pool:
@@ -194,9 +195,11 @@ class Ipam:
         carries the pool's prefix length. ``sub_pool`` narrows a pool given as text.
 
         ``owner`` is what the request says of its container; with a ``name`` (newer
-        engines send it), that container's reservation is its address, and an address
-        reserved or parked for another name is refused. ``returning`` says how to find
-        the address parked for a container coming back (see :class:`Returning`)."""
+        engines send it), that container's reservation (of the pool's family) is its
+        address, and an address reserved or parked for another name is refused.
+        ``returning`` says how to find the address parked for a container coming back
+        (see :class:`Returning`). In a pool of addresses derived from MACs
+        (:attr:`Pool.eui64`), a request with a MAC gets the one its MAC derives."""
         pool = _pool(pool, sub_pool)
         holder = Holder(
             kind=KIND_CONTAINER,
@@ -208,30 +211,38 @@ class Ipam:
         )
         container = holder.owner.get("name", "")
         if ip is None and container:
-            reserved, _ = self.state.reservation(container)
+            reserved, _ = self.state.reservation(container, pool.subnet.version)
             if reserved is not None:
                 ip = reserved
         if ip is not None:
             return self._claim_container(holder, _address(ip, "address"))
+        if pool.eui64 and holder.mac:
+            return self._claim_container(holder, eui64(pool.subnet, holder.mac), derived=True)
         where = f"the network's sub-pool {pool.sub_pool} of {pool.subnet}" if pool.sub_pool else ""
         return self.allocator.allocate(self.windows(pool), holder, returning=returning, where=where)
 
-    def _claim_container(self, holder: Holder, ip: IPv4, **kwargs: object) -> Lease:
+    def _claim_container(self, holder: Holder, ip: IP, *, derived: bool = False, **kwargs: object) -> Lease:
+        """Take ``ip`` for a container (Docker's ``--ip``, a reservation); ``derived``: the
+        address its MAC derives, which may also lie outside every container range (its
+        lease then names no range, and goes when it is released)."""
         pool = holder.subnet
         address = int(ip)
+        source = f" (derived from the MAC {holder.mac})" if derived else ""
 
         def locate(config: Config) -> str:
             container_range = config.container_range_of(address)
             if container_range and pool.covers(container_range.start, container_range.end):
                 return container_range.id
-            if not pool.contains(address):
-                raise InvalidInput(f"{ip} is outside the subnet {pool}")
+            if not pool.covers(address, address):
+                raise InvalidInput(f"{ip}{source} is outside the subnet {pool}")
             if config.host_range_of(address):
                 raise InvalidInput(
-                    f"{ip} is a host address (host-range {config.host_range_of(address)}), not for containers"
+                    f"{ip}{source} is a host address (host-range {config.host_range_of(address)}), not for containers"
                 )
             if config.is_lan_gateway(address):
-                raise InvalidInput(f"{ip} is the gateway of the LAN, not for containers")
+                raise InvalidInput(f"{ip}{source} is the gateway of the LAN, not for containers")
+            if derived:
+                return ""
             raise InvalidInput(f"{ip} is outside every container range of {pool}")
 
         container = holder.owner.get("name", "")
@@ -344,21 +355,27 @@ class Ipam:
         return new if self.state.commit(change).succeeded else None
 
     # ---------------------------------------------------------- reservations
-    def reserve(self, name: str, ip: str | None = None, subnet: Subnet | str | None = None) -> Lease:
+    def reserve(
+        self, name: str, ip: str | None = None, subnet: Subnet | str | None = None, *, version: int | None = None
+    ) -> Lease:
         """Reserve a container address for ``name`` (idempotent): it is never handed to a
-        dynamic request, and survives its container's stops."""
+        dynamic request, and survives its container's stops. A name holds one address of
+        each family: ``version`` (4 or 6) says which, else the family of ``ip`` or
+        ``subnet``, else IPv4 where there is an IPv4 LAN."""
         if not name or "/" in name:
             raise InvalidInput(f"'{name}' is not a usable reservation name")
         address = _address(ip, "--ip") if ip else None
+        given = address or (_subnet(subnet, "--subnet") if subnet else None)
+        version = version or (given.version if given is not None else self._default_family())
         while True:
-            reserved, guard = self.state.reservation(name)
+            reserved, guard = self.state.reservation(name, version)
             if reserved is not None:
                 if address and reserved != address:
                     raise Conflict(f"{name} already holds {reserved}")
                 lease = self.lease(reserved)
                 if lease is not None:
                     return lease
-            pool = self._reservation_subnet(address, subnet)
+            pool = self._reservation_subnet(address, subnet, version)
             holder = Holder(kind=KIND_CONTAINER, state=STATE_RESERVED, subnet=pool, host=self.host, name=name)
             try:
                 if address is None:
@@ -367,38 +384,55 @@ class Ipam:
             except PreconditionFailed:
                 continue  # someone reserved the same name meanwhile: answer with theirs
 
-    def _reservation_subnet(self, ip: IPv4 | None, subnet: Subnet | str | None) -> Subnet:
+    def _default_family(self) -> int:
+        """The family of a reservation that names none: IPv4, unless only IPv6 LANs have
+        container ranges."""
+        config = self.config()
+        return 6 if config.ip_ranges and all(r.version == 6 for r in config.ip_ranges) else 4
+
+    def _reservation_subnet(self, ip: IP | None, subnet: Subnet | str | None, version: int) -> Subnet:
         """The LAN a reservation is made in: ``subnet`` if given (it must be one with
-        container ranges), else the LAN of ``ip``, else the only one."""
+        container ranges), else the LAN of ``ip``, else the only one of the family ``version``."""
         config = self.config()
         lans = sorted({config.lan_of(r) for r in config.ip_ranges})
+        chosen: Subnet | None = None
         if subnet:
             chosen = _subnet(subnet, "--subnet")
             if chosen not in lans:
                 served = ", ".join(map(str, lans)) or "none: no container range is declared"
                 raise InvalidInput(f"--subnet {chosen} is not a LAN with container ranges (those: {served})")
-            return chosen
-        if ip:
+        elif ip:
             container_range = config.container_range_of(int(ip))
             if container_range is None:
                 raise InvalidInput(f"{ip} is outside every container range")
-            return config.lan_of(container_range)
-        if len(lans) != 1:
+            chosen = config.lan_of(container_range)
+        if chosen is not None:
+            if chosen.version != version:
+                raise InvalidInput(f"{subnet or ip} is not of the family asked for (IPv{version})")
+            return chosen
+        of_family = [lan for lan in lans if lan.version == version]
+        if len(of_family) != 1:
+            family = "IPv6 " if version == 6 else ""
             raise InvalidInput(
                 "give --subnet: "
                 + (
-                    f"there are several LANs ({', '.join(map(str, lans))})"
-                    if lans
-                    else "no container range is declared"
+                    f"there are several {family}LANs ({', '.join(map(str, of_family))})"
+                    if of_family
+                    else f"no {family}container range is declared"
                 )
             )
-        return lans[0]
+        return of_family[0]
 
-    def release_name(self, name: str) -> Lease:
-        """End a reservation; a running container keeps its address until it stops."""
-        reserved, guard = self.state.reservation(name)
+    def reserved_families(self, name: str) -> list[int]:
+        """The families (4, 6) in which ``name`` holds a reservation."""
+        return [version for version in (4, 6) if self.state.reservation(name, version)[0] is not None]
+
+    def release_name(self, name: str, version: int = 4) -> Lease:
+        """End the reservation of ``name`` in the family ``version``; a running container
+        keeps its address until it stops."""
+        reserved, guard = self.state.reservation(name, version)
         if reserved is None:
-            raise NotFound(f"no reservation named {name}")
+            raise NotFound(f"no {'IPv6 ' if version == 6 else ''}reservation named {name}")
         lease = self.allocator.release(reserved, end_reservation=True)
         if lease is None:
             # The index outlived its lease (should not happen): drop the dangling name.
@@ -504,7 +538,7 @@ class Ipam:
 
         return self.state.update_lease(entry.ip, decide, max_wait=self.max_wait)
 
-    def own_addresses(self, subnet: Subnet | None = None) -> list[IPv4]:
+    def own_addresses(self, subnet: Subnet | None = None) -> list[IP]:
         """This host's own LAN addresses (recorded by ``create-network``), in ``subnet`` if given."""
         return [
             lease.ip
@@ -556,7 +590,7 @@ class Ipam:
             address, pool, +1, Holder(kind=kind, state=STATE_HELD, subnet=pool.subnet, host=self.host)
         )
 
-    def _update_shared(self, ip: IPv4, pool: Pool | None, delta: int, holder: Holder | None = None) -> Lease | None:
+    def _update_shared(self, ip: IP, pool: Pool | None, delta: int, holder: Holder | None = None) -> Lease | None:
         """Count one more (``delta`` +1, ``holder`` describing a new record) or one less
         (-1) use of a shared gateway/aux record by this host's networks in ``pool``; 0
         drops this host's uses in ``pool`` (all hosts' uses when ``pool`` is None: the

@@ -1,8 +1,16 @@
 """Values: addresses, subnets, ranges, the range configuration and leases.
 
-Ranges and subnets hold IPv4 integers (cheap to compare and step through); a single
-address is an :class:`IPv4`, text that knows its integer. Text is parsed once, where it
-enters. Nothing here touches a store.
+Ranges and subnets hold integers (cheap to compare and step through, and a /64 costs
+what a /24 costs); a single address is an :class:`IP` (:class:`IPv4` or :class:`IPv6`),
+text that knows its integer. Text is parsed once, where it enters; IPv6 text is written
+in its canonical form (RFC 5952: lower case, the longest run of zero groups as ``::``),
+so that one address is always one store key. Nothing here touches a store.
+
+Both families share one integer space: below :data:`V6_START` an integer is an IPv4
+address, from it on an IPv6 one. IPv6 addresses in ``::/80`` (the unspecified and
+loopback addresses, the IPv4-compatible and IPv4-mapped ones: never a LAN's) are
+refused, so an integer alone says its family, and a subnet or range of one family never
+holds an address of the other.
 """
 
 from __future__ import annotations
@@ -37,37 +45,77 @@ STATE_RESERVED = "reserved"
 #: is removed, or until its range has nothing else to give.
 STATE_PARKED = "parked"
 
+#: The first integer that is an IPv6 address (see the module docstring).
+V6_START = 1 << 32
+#: IPv6 addresses below this (``::/80``) are refused.
+_V6_REFUSED = 1 << 48
+_BITS = {4: 32, 6: 128}
+#: fe80::/10, where a router's link-local address (a v6 LAN's usual gateway) lies.
+LINK_LOCAL = (0xFE80 << 112, (0xFEC0 << 112) - 1)
+
+
+def version_of(value: int) -> int:
+    """The family of an address (or a subnet's network) given as an integer: 4 or 6."""
+    return 4 if value < V6_START else 6
+
 
 def ip_to_int(text: str) -> int:
-    """Parse a dotted IPv4 address (no prefix length); strict, no shorthand or octal."""
+    """Parse an IPv4 address (dotted, strict: no shorthand or octal) or an IPv6 address
+    (no prefix length, no zone)."""
+    return _usable(_parse_ip(text), text)
+
+
+def _parse_ip(text: str) -> int:
     try:
-        return struct.unpack("!I", socket.inet_pton(socket.AF_INET, text))[0]
+        if ":" not in text:
+            return struct.unpack("!I", socket.inet_pton(socket.AF_INET, text))[0]
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
     except (OSError, TypeError, ValueError):  # ValueError: a NUL character
-        raise InvalidInput(f"{text!r} is not an IPv4 address") from None
+        raise InvalidInput(f"{text!r} is not an IPv4 address, nor an IPv6 one") from None
+
+
+def _usable(value: int, text: str) -> int:
+    if V6_START <= value < _V6_REFUSED or (value < V6_START and ":" in text):
+        raise InvalidInput(
+            f"{text!r} is not a LAN address: IPv6 addresses in ::/80 (unspecified, loopback, IPv4-compatible"
+            " or IPv4-mapped) are not used"
+        )
+    return value
 
 
 def int_to_ip(value: int) -> str:
-    """Format an IPv4 integer as dotted text (hot path: avoids netaddr)."""
-    return socket.inet_ntoa(struct.pack("!I", value))
+    """Format an address integer as text, IPv6 in canonical form (hot path: no netaddr)."""
+    if value < V6_START:
+        return socket.inet_ntoa(struct.pack("!I", value))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
 
-class IPv4(str):
-    """A checked IPv4 address: its dotted text, which also knows its integer (``int(ip)``).
+class IP(str):
+    """A checked address: its text (IPv6 in canonical form), which also knows its integer
+    (``int(ip)``) and family (``ip.version``). ``IP(text or int)`` is an :class:`IPv4` or
+    an :class:`IPv6`; ``IPv4(...)`` and ``IPv6(...)`` accept their family only.
 
     A ``str`` so that it is stored, printed, compared with text and written to JSON as the
     text it is; parsed once, where it enters, so no code below parses it again.
     """
 
     _value: int
+    version: int
 
-    def __new__(cls, address: str | int) -> IPv4:
-        if isinstance(address, IPv4):
-            return address
+    def __new__(cls, address: str | int) -> IP:
+        if isinstance(address, IP):
+            if isinstance(address, cls):
+                return address
+            raise InvalidInput(f"{str(address)!r} is not an {cls.__name__} address")
         if isinstance(address, int):
-            value, address = address, int_to_ip(address)
+            value, text = address, int_to_ip(address)
         else:
             value = ip_to_int(address)
-        ip = super().__new__(cls, address)
+            text = address if value < V6_START else int_to_ip(value)
+        family = IPv4 if value < V6_START else IPv6
+        if not issubclass(family, cls):
+            raise InvalidInput(f"{text!r} is not an {cls.__name__} address")
+        ip = str.__new__(family, text)
         ip._value = value
         return ip
 
@@ -78,48 +126,74 @@ class IPv4(str):
         return (str(self),)
 
 
+class IPv4(IP):
+    """An IPv4 address (see :class:`IP`)."""
+
+    version = 4
+
+
+class IPv6(IP):
+    """An IPv6 address, as canonical text (see :class:`IP`)."""
+
+    version = 6
+
+
 def parse_address(text: str, what: str, *, prefix: str = "required") -> tuple[int, int | None]:
-    """Parse ``a.b.c.d/len`` into ``(address, prefixlen)``.
+    """Parse ``address/len`` (either family) into ``(address, prefixlen)``.
 
     ``prefix`` is ``"required"`` (the original's range syntax), ``"optional"`` or
     ``"forbidden"``. ``what`` names the option in the error message.
     """
     address, slash, length = text.strip().partition("/")
     try:
-        ip = ip_to_int(address)
+        parsed = _parse_ip(address)
     except InvalidInput:
-        raise InvalidInput(f"{what}: '{text}' is not a valid IPv4 address") from None
+        raise InvalidInput(f"{what}: '{text}' is not a valid IPv4 or IPv6 address") from None
+    ip = _usable(parsed, address)
     if slash and prefix == "forbidden":
         raise InvalidInput(f"{what}: '{text}' must be a plain address without /prefix")
     if not slash and prefix == "required":
-        raise InvalidInput(f"{what}: '{text}' has no prefix length; write it with one, e.g. {text}/24")
+        example = 24 if ip < V6_START else 64
+        raise InvalidInput(f"{what}: '{text}' has no prefix length; write it with one, e.g. {text}/{example}")
     if not slash:
         return ip, None
-    if not length.isdigit() or not 0 < int(length) <= 32:
-        raise InvalidInput(f"{what}: '{text}' has an invalid prefix length (1-32)")
+    bits = _BITS[version_of(ip)]
+    if not length.isdigit() or not 0 < int(length) <= bits:
+        raise InvalidInput(f"{what}: '{text}' has an invalid prefix length (1-{bits})")
     return ip, int(length)
 
 
 @dataclass(frozen=True, order=True)
 class Subnet:
-    """An IPv4 network: ``network`` is the first address, ``prefixlen`` its mask length."""
+    """A network of either family: ``network`` is the first address, ``prefixlen`` its
+    mask length; the family follows from ``network`` (see the module docstring)."""
 
     network: int
     prefixlen: int
 
     @classmethod
     def of(cls, ip: int, prefixlen: int) -> Subnet:
-        mask = (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF
-        return cls(ip & mask, prefixlen)
+        """The subnet of ``ip`` with ``prefixlen``; an IPv6 prefix so short that the subnet
+        would hold ``::/80`` is an error."""
+        bits = _BITS[version_of(ip)]
+        network = ip & ~((1 << (bits - prefixlen)) - 1)
+        if ip >= V6_START and network < _V6_REFUSED:
+            raise InvalidInput(f"{int_to_ip(ip)}/{prefixlen}: an IPv6 prefix that short would hold ::/80")
+        return cls(network, prefixlen)
 
     @classmethod
     def parse(cls, text: str, what: str = "subnet") -> Subnet:
-        """Parse a CIDR (``198.51.100.0/24``); host bits set are an error."""
+        """Parse a CIDR (``198.51.100.0/24``, ``2001:db8:1::/64``); host bits set are an error."""
         return _parse_subnet(text, what)
 
     @property
+    def version(self) -> int:
+        return version_of(self.network)
+
+    @property
     def broadcast(self) -> int:
-        return self.network | (0xFFFFFFFF >> self.prefixlen) if self.prefixlen < 32 else self.network
+        """The last address (IPv4's broadcast address)."""
+        return self.network | ((1 << (_BITS[self.version] - self.prefixlen)) - 1)
 
     def contains(self, ip: int) -> bool:
         return self.network <= ip <= self.broadcast
@@ -132,10 +206,13 @@ class Subnet:
         return self.holds(other) or other.holds(self)
 
     def covers(self, start: int, end: int) -> bool:
-        """Whether [start, end] lies inside the subnet, off its network and broadcast addresses."""
-        if self.prefixlen >= 31:
+        """Whether [start, end] lies inside the subnet, off the addresses no host may have:
+        IPv4's network and broadcast addresses, IPv6's Subnet-Router anycast address (the
+        first; an IPv6 subnet has no broadcast). Point-to-point subnets (/31, /127) have none."""
+        if self.prefixlen >= _BITS[self.version] - 1:
             return self.network <= start and end <= self.broadcast
-        return self.network < start and end < self.broadcast
+        last = self.broadcast - 1 if self.version == 4 else self.broadcast
+        return self.network < start and end <= last
 
     def __str__(self) -> str:
         return f"{int_to_ip(self.network)}/{self.prefixlen}"
@@ -152,6 +229,32 @@ def _parse_subnet(text: str, what: str) -> Subnet:
     return subnet
 
 
+def is_link_local(ip: int) -> bool:
+    """Whether ``ip`` is an IPv6 link-local address (fe80::/10)."""
+    return LINK_LOCAL[0] <= ip <= LINK_LOCAL[1]
+
+
+def eui64(subnet: Subnet, mac: str) -> IPv6:
+    """The address a host with ``mac`` forms in the IPv6 /64 ``subnet`` by SLAAC's EUI-64
+    rule (RFC 4291 appendix A): the MAC's halves around ``ff:fe``, the universal/local
+    bit flipped. ``mac`` as :func:`validate_mac` writes it."""
+    if subnet.version != 6 or subnet.prefixlen != 64:
+        raise InvalidInput(f"addresses derived from MACs (EUI-64) need an IPv6 /64, not {subnet}")
+    octets = bytes.fromhex(mac.replace(":", ""))
+    interface = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:6]])
+    return IPv6(subnet.network | int.from_bytes(interface, "big"))
+
+
+def holds_eui64_addresses(start: int, end: int) -> bool:
+    """Whether [start, end] holds an address of EUI-64 form (``ff:fe`` in the middle of its
+    interface id): one a SLAAC host may form from its MAC."""
+    first, last = start >> 24, end >> 24  # the interface id's bits 24-39 are ff:fe
+    candidate = (first & ~0xFFFF) | 0xFFFE
+    if candidate < first:
+        candidate += 0x10000
+    return candidate <= last
+
+
 @dataclass(frozen=True)
 class AddressRange:
     """An inclusive range of addresses typed with a prefix length (``start/len - end/len``)."""
@@ -159,6 +262,10 @@ class AddressRange:
     start: int
     end: int
     prefixlen: int
+
+    @property
+    def version(self) -> int:
+        return version_of(self.start)
 
     @property
     def id(self) -> str:
@@ -193,7 +300,7 @@ class AddressRange:
 
 @dataclass(frozen=True)
 class ParsedRange:
-    """A range as typed by the user, clamped off its network/broadcast addresses."""
+    """A range as typed by the user, clamped off the addresses no host may have."""
 
     range: AddressRange
     notes: tuple[str, ...]
@@ -203,8 +310,9 @@ def parse_range(start_text: str, end_text: str) -> ParsedRange:
     """Validate ``--ip-start``/``--ip-end`` as the original tool takes them.
 
     Both need the same prefix length, start must not be after end, and end must lie in
-    start's subnet. A range that includes the subnet's network or broadcast address is
-    accepted with those skipped; the returned notes say so.
+    start's subnet. A range that includes the subnet's network or broadcast address (IPv6:
+    its Subnet-Router anycast address) is accepted with those skipped; the returned notes
+    say so.
     """
     start, start_len = parse_address(start_text, "--ip-start")
     end, end_len = parse_address(end_text, "--ip-end")
@@ -217,15 +325,15 @@ def parse_range(start_text: str, end_text: str) -> ParsedRange:
     if not subnet.contains(end):
         raise InvalidInput(f"--ip-end {int_to_ip(end)} is outside {subnet}, the subnet of --ip-start")
     notes = []
-    if subnet.prefixlen < 31:
-        if start == subnet.network:
-            notes.append(f"skipping {int_to_ip(start)}: the network address of {subnet}")
-            start += 1
-        if end == subnet.broadcast:
-            notes.append(f"skipping {int_to_ip(end)}: the broadcast address of {subnet}")
-            end -= 1
-        if start > end:
-            raise InvalidInput(f"the range holds only the network and broadcast addresses of {subnet}")
+    if not subnet.covers(start, start):
+        first = "network" if subnet.version == 4 else "Subnet-Router anycast"
+        notes.append(f"skipping {int_to_ip(start)}: the {first} address of {subnet}")
+        start += 1
+    if start <= end and not subnet.covers(end, end):
+        notes.append(f"skipping {int_to_ip(end)}: the broadcast address of {subnet}")
+        end -= 1
+    if start > end:
+        raise InvalidInput(f"the range holds only addresses no host may have in {subnet} (its first and last)")
     return ParsedRange(AddressRange(start, end, start_len), tuple(notes))
 
 
@@ -263,7 +371,7 @@ class Config:
     """
 
     #: the declared LAN subnets, each with its default gateway (stored as ``gateways``)
-    lans: Mapping[Subnet, IPv4] = field(default_factory=dict)
+    lans: Mapping[Subnet, IP] = field(default_factory=dict)
     host_ranges: tuple[AddressRange, ...] = ()
     ip_ranges: tuple[AddressRange, ...] = ()
 
@@ -277,7 +385,7 @@ class Config:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Config:
         return cls(
-            lans={Subnet.parse(cidr): IPv4(gateway) for cidr, gateway in data.get("gateways", {}).items()},
+            lans={Subnet.parse(cidr): IP(gateway) for cidr, gateway in data.get("gateways", {}).items()},
             host_ranges=tuple(AddressRange.from_json(r) for r in data.get("host_ranges", [])),
             ip_ranges=tuple(AddressRange.from_json(r) for r in data.get("ip_ranges", [])),
         )
@@ -306,7 +414,7 @@ class Config:
         there) the subnet it was typed in."""
         return self.lan_subnet_of(declared.start) or declared.subnet
 
-    def gateway_of(self, subnet: Subnet) -> IPv4 | None:
+    def gateway_of(self, subnet: Subnet) -> IP | None:
         return self.lans.get(subnet)
 
     def is_lan_gateway(self, ip: int) -> bool:
@@ -322,7 +430,7 @@ def now_iso() -> str:
 class Lease:
     """Who holds an address, and since when. Stored as JSON, one record per address."""
 
-    ip: IPv4
+    ip: IP
     kind: str
     state: str
     #: the pool subnet the address was handed out in, e.g. ``198.51.100.0/24``
@@ -345,8 +453,8 @@ class Lease:
     def __post_init__(self) -> None:
         # Text is accepted where a lease is written by hand (tests, old records) and
         # checked here, once.
-        if not isinstance(self.ip, IPv4):
-            object.__setattr__(self, "ip", IPv4(self.ip))
+        if not isinstance(self.ip, IP):
+            object.__setattr__(self, "ip", IP(self.ip))
         if not isinstance(self.subnet, Subnet):
             object.__setattr__(self, "subnet", Subnet.parse(self.subnet))
 
@@ -419,7 +527,7 @@ class Holder:
     name: str = ""
     owner: Mapping[str, str] = field(default_factory=dict)
 
-    def lease(self, ip: IPv4, range_id: str = "") -> Lease:
+    def lease(self, ip: IP, range_id: str = "") -> Lease:
         """The lease this holder gets for ``ip`` (of the container range ``range_id``), now."""
         return Lease(
             ip=ip,

@@ -72,16 +72,18 @@ def containers(client: docker.DockerClient) -> list[dict[str, Any]]:
 
 
 def endpoints(client: docker.DockerClient) -> list[Endpoint]:
-    """Every IPv4 endpoint of this dockerd, in every network: one API call. A stopped
-    container keeps its networks in its config but no address, so it has none here."""
+    """Every address of this dockerd's containers, in every network, IPv4 and IPv6 (a
+    dual-stack endpoint is two): one API call. A stopped container keeps its networks in
+    its config but no address, so it has none here."""
     found = []
     for container in containers(client):
         name = (container.get("Names") or [""])[0].lstrip("/")
         networks: dict[str, dict[str, Any]] = (container.get("NetworkSettings") or {}).get("Networks") or {}
         for network, settings in networks.items():
-            if settings.get("IPAddress"):
-                mac = (settings.get("MacAddress") or "").lower()
-                found.append(Endpoint(settings["IPAddress"], mac, container["Id"], name, network))
+            mac = (settings.get("MacAddress") or "").lower()
+            for field in ("IPAddress", "GlobalIPv6Address"):
+                if settings.get(field):
+                    found.append(Endpoint(settings[field], mac, container["Id"], name, network))
     return found
 
 

@@ -1,11 +1,13 @@
 """Docker address pools: their stable ids and which hosts use them.
 
 A pool is what ``docker network create --subnet S [--ip-range R]`` asks for: a subnet,
-optionally narrowed by a sub-pool. Its id is derived from the two
-(``shrike/198.51.100.0/24``, ``shrike/198.51.100.0/24/198.51.100.128/25``), so every host
-and every restart names the same pool the same way, and a RequestAddress carrying only
-the id says where to allocate without any lookup: dockerd stores pool ids with its
-networks and keeps using them across its own and the plugin's restarts.
+optionally narrowed by a sub-pool, and for an IPv6 /64 optionally the choice of addresses
+derived from the containers' MACs (``--ipam-opt eui64=true``). Its id is derived from
+them (``shrike/198.51.100.0/24``, ``shrike/198.51.100.0/24/198.51.100.128/25``,
+``shrike/2001:db8:1::/64+eui64``), so every host and every restart names the same pool
+the same way, and a RequestAddress carrying only the id says where and how to allocate
+without any lookup: dockerd stores pool ids with its networks and keeps using them
+across its own and the plugin's restarts.
 
 A pool's record (``{"subnet": ..., "sub_pool": ..., "refs": {host: n}}``, see
 :mod:`.state`) counts, per host, the networks using the pool (RequestPool adds one,
@@ -28,6 +30,8 @@ from .state import State, pool_key
 from .stores.base import Store
 
 ID_PREFIX = "shrike/"
+#: The suffix of the ids of pools whose containers get the address their MAC derives (EUI-64).
+EUI64_SUFFIX = "+eui64"
 
 
 def _address(text: str) -> IPv4 | None:
@@ -39,20 +43,24 @@ def _address(text: str) -> IPv4 | None:
 
 @dataclass(frozen=True)
 class Pool:
-    """A subnet, the sub-pool dynamic addresses come from (None: the whole subnet), and
-    how many networks of each host use it."""
+    """A subnet, the sub-pool dynamic addresses come from (None: the whole subnet),
+    whether a container with a MAC gets the address it derives (``eui64``, IPv6 /64
+    only), and how many networks of each host use it."""
 
     subnet: Subnet
     sub_pool: Subnet | None = None
     refs: Mapping[str, int] = field(default_factory=dict)
+    eui64: bool = False
 
     @classmethod
-    def of(cls, subnet: str, sub_pool: str | None = None) -> Pool:
+    def of(cls, subnet: str, sub_pool: str | None = None, *, eui64: bool = False) -> Pool:
         """Parse a subnet and optional sub-pool; a sub-pool equal to the subnet is none.
         Whether the sub-pool lies inside the subnet is :meth:`Ipam.windows`'s to check."""
         pool = Subnet.parse(subnet, "subnet")
         narrow = Subnet.parse(sub_pool, "sub-pool") if sub_pool else None
-        return cls(pool, None if narrow == pool else narrow)
+        if eui64 and (pool.version, pool.prefixlen) != (6, 64):
+            raise InvalidInput(f"addresses derived from MACs (eui64) need an IPv6 /64 subnet, not {pool}")
+        return cls(pool, None if narrow == pool else narrow, eui64=eui64)
 
     @classmethod
     def from_id(cls, pool_id: str, config: Config | None = None) -> Pool:
@@ -60,11 +68,15 @@ class Pool:
         and with ``config``, the original's ids (:meth:`original`)."""
         if config is not None and (address := _address(pool_id)) is not None:
             return cls.original(address, config)
-        cidrs = pool_id.removeprefix(ID_PREFIX).split("/")
+        body = pool_id.removeprefix(ID_PREFIX)
+        eui64 = body.endswith(EUI64_SUFFIX)
+        cidrs = body.removesuffix(EUI64_SUFFIX).split("/")
         if len(cidrs) not in (2, 4):
-            raise InvalidInput(f"'{pool_id}' is not a shrike pool id (expected {ID_PREFIX}SUBNET[/SUB-POOL])")
+            raise InvalidInput(
+                f"'{pool_id}' is not a shrike pool id (expected {ID_PREFIX}SUBNET[/SUB-POOL][{EUI64_SUFFIX}])"
+            )
         try:
-            return cls.of("/".join(cidrs[:2]), "/".join(cidrs[2:]) or None)
+            return cls.of("/".join(cidrs[:2]), "/".join(cidrs[2:]) or None, eui64=eui64)
         except InvalidInput as err:
             raise InvalidInput(f"'{pool_id}' is not a shrike pool id: {err}") from None
 
@@ -90,8 +102,9 @@ class Pool:
 
     @property
     def name(self) -> str:
-        """``subnet[/sub-pool]``: the id without its prefix, and the record's key suffix."""
-        return f"{self.subnet}/{self.sub_pool}" if self.sub_pool else str(self.subnet)
+        """``subnet[/sub-pool][+eui64]``: the id without its prefix, and the record's key suffix."""
+        name = f"{self.subnet}/{self.sub_pool}" if self.sub_pool else str(self.subnet)
+        return name + EUI64_SUFFIX if self.eui64 else name
 
     @property
     def id(self) -> str:
@@ -106,11 +119,14 @@ class Pool:
         data: dict[str, Any] = {"id": self.id, "subnet": str(self.subnet), "refs": dict(sorted(self.refs.items()))}
         if self.sub_pool:
             data["sub_pool"] = str(self.sub_pool)
+        if self.eui64:
+            data["eui64"] = True
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Pool:
-        return replace(cls.of(data["subnet"], data.get("sub_pool")), refs=dict(data.get("refs", {})))
+        pool = cls.of(data["subnet"], data.get("sub_pool"), eui64=bool(data.get("eui64")))
+        return replace(pool, refs=dict(data.get("refs", {})))
 
 
 class Pools:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from .cas import ContentionTimeout
 from .errors import InvalidInput
 from .model import (
+    IP,
     KIND_CONTAINER,
     KIND_HOST,
     STATE_HELD,
@@ -21,10 +22,11 @@ from .model import (
     STATE_RESERVED,
     AddressRange,
     Config,
-    IPv4,
     Lease,
     Subnet,
+    holds_eui64_addresses,
     int_to_ip,
+    is_link_local,
     parse_address,
     parse_range,
 )
@@ -38,7 +40,7 @@ class Declared:
     kind: str
     range: AddressRange
     subnet: Subnet
-    gateway: IPv4 | None
+    gateway: IP | None
     #: False when exactly this range was declared already (nothing written)
     created: bool
     notes: tuple[str, ...] = ()
@@ -51,7 +53,7 @@ class Declared:
         }
 
 
-def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: IPv4 | None) -> dict[str, object]:
+def _range_json(kind: str, declared: AddressRange, subnet: Subnet, gateway: IP | None) -> dict[str, object]:
     """The fields every listing of a range shares."""
     return {
         "kind": kind,
@@ -84,7 +86,7 @@ def _check_subnet(config: Config, subnet: Subnet) -> None:
             raise InvalidInput(f"subnet {subnet} overlaps the declared subnet {other}")
 
 
-def add_lan(config: Config, subnet: Subnet, gateway: IPv4) -> Config:
+def add_lan(config: Config, subnet: Subnet, gateway: IP) -> Config:
     """``config`` with the LAN ``subnet`` and its default ``gateway`` declared; the same
     config when it already is, with that gateway."""
     known = config.gateway_of(subnet)
@@ -99,7 +101,7 @@ def add_lan(config: Config, subnet: Subnet, gateway: IPv4) -> Config:
     return replace(config, lans={**config.lans, subnet: gateway})
 
 
-def add_host_range(config: Config, new: AddressRange, gateway: IPv4 | None = None) -> Config | None:
+def add_host_range(config: Config, new: AddressRange, gateway: IP | None = None) -> Config | None:
     """``config`` with the host range ``new`` and its LAN (the subnet it was typed in) with
     ``gateway``, which may be left out once the LAN has one; None when exactly that range
     is declared already."""
@@ -140,14 +142,7 @@ def declare_host_range(state: State, ip_start: str, ip_end: str, gateway: str | 
     parsed = parse_range(ip_start, ip_end)
     new = parsed.range
     subnet = new.subnet
-    gateway_ip = None
-    if gateway is not None:
-        gw, gw_len = parse_address(gateway, "--gateway", prefix="optional")
-        if gw_len is not None and gw_len != subnet.prefixlen:
-            raise InvalidInput(f"--gateway {gateway} has another prefix length than the range (/{subnet.prefixlen})")
-        if not subnet.covers(gw, gw):
-            raise InvalidInput(f"--gateway {int_to_ip(gw)} is not a usable address of the subnet {subnet}")
-        gateway_ip = IPv4(gw)
+    gateway_ip = _gateway(gateway, subnet) if gateway is not None else None
     outcome: dict[str, Declared] = {}
 
     def change(config: Config) -> Config | None:
@@ -160,6 +155,32 @@ def declare_host_range(state: State, ip_start: str, ip_end: str, gateway: str | 
     return outcome["d"]
 
 
+def _gateway(text: str, subnet: Subnet) -> IP:
+    """``--gateway``: a usable address of ``subnet``, or for an IPv6 LAN also a link-local
+    one (routers usually advertise themselves by their link-local address)."""
+    gw, gw_len = parse_address(text, "--gateway", prefix="optional")
+    if gw_len is not None and gw_len != subnet.prefixlen:
+        raise InvalidInput(f"--gateway {text} has another prefix length than the range (/{subnet.prefixlen})")
+    gateway = IP(gw)
+    if gateway.version != subnet.version:
+        raise InvalidInput(f"--gateway {gateway} is not an IPv{subnet.version} address, as the subnet {subnet} is")
+    if not subnet.covers(gw, gw) and not (subnet.version == 6 and is_link_local(gw)):
+        link_local = " (nor link-local, fe80::/10)" if subnet.version == 6 else ""
+        raise InvalidInput(f"--gateway {gateway} is not a usable address of the subnet {subnet}{link_local}")
+    return gateway
+
+
+def _slaac_note(declared: AddressRange) -> tuple[str, ...]:
+    """A note when SLAAC hosts may form addresses of ``declared`` (an IPv6 /64 container
+    range holding EUI-64 interface ids): see the README on router advertisements."""
+    if declared.version != 6 or declared.prefixlen != 64 or not holds_eui64_addresses(declared.start, declared.end):
+        return ()
+    return (
+        f"{declared} holds addresses of the form ...:xxff:fexx:xxxx, which SLAAC hosts form from their MACs:"
+        " advertise the prefix without the autonomous flag, or declare a range below ::ff:fe00:0",
+    )
+
+
 def declare_ip_range(state: State, ip_start: str, ip_end: str, *, max_wait: float) -> Declared:
     """Declare a range of addresses handed to containers.
 
@@ -168,12 +189,13 @@ def declare_ip_range(state: State, ip_start: str, ip_end: str, *, max_wait: floa
     """
     parsed = parse_range(ip_start, ip_end)
     new = parsed.range
+    notes = parsed.notes + _slaac_note(new)
     outcome: dict[str, Declared] = {}
 
     def change(config: Config) -> Config | None:
         lan = config.lan_of(new)
         new_config = add_ip_range(config, new)
-        outcome["d"] = Declared(KIND_CONTAINER, new, lan, config.gateway_of(lan), new_config is not None, parsed.notes)
+        outcome["d"] = Declared(KIND_CONTAINER, new, lan, config.gateway_of(lan), new_config is not None, notes)
         return new_config
 
     _update(state, change, max_wait)
@@ -187,7 +209,7 @@ class RangeUsage:
     kind: str
     range: AddressRange
     subnet: Subnet
-    gateway: IPv4 | None
+    gateway: IP | None
     held: int
     reserved: int
 

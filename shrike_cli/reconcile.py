@@ -42,7 +42,7 @@ from .background import BackgroundTask
 from .docker_api import DockerConnect, docker_client
 from .errors import InvalidInput
 from .ipam import Ipam
-from .model import KIND_CONTAINER, STATE_HELD, STATE_PARKED, IPv4, Lease
+from .model import IP, KIND_CONTAINER, STATE_HELD, STATE_PARKED, Lease
 from .owners import Endpoint, containers, endpoints, host_container_leases
 from .plugin import PLUGIN_DIR
 from .plugin_names import in_use, networks_by_driver
@@ -224,10 +224,10 @@ def duplicates(ipam: Ipam, found: list[Endpoint]) -> tuple[Duplicate, ...]:
     config = ipam.config()
     holding: dict[str, set[tuple[str, str]]] = {}
     for endpoint in found:
-        if config.container_range_of(int(IPv4(endpoint.ip))):
+        if config.container_range_of(int(IP(endpoint.ip))):
             holding.setdefault(endpoint.ip, set()).add((endpoint.container_id, endpoint.container_name))
     wrong = []
-    for ip, holders in sorted(holding.items(), key=lambda item: int(IPv4(item[0]))):
+    for ip, holders in sorted(holding.items(), key=lambda item: int(IP(item[0]))):
         names = tuple(sorted(name for _, name in holders))
         lease = ipam.lease(ip)
         if len(holders) > 1:

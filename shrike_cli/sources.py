@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from .cas import Retry
-from .model import Holder, IPv4, Lease, Window
+from .model import IP, Holder, Lease, Window
 from .state import Change, Cursor, Guard, Idle, Parked, State
 
 #: Seconds a copy of a host's parked addresses is trusted (see :class:`KeptFor`).
@@ -101,7 +101,7 @@ class NeverUsed:
             chosen = _distinct_macs(todo[: min(limit, window.end - first + 1)], requests)
             if not chosen:
                 break
-            batch = [requests[i].holder.lease(IPv4(first + n), window.range.id) for n, i in enumerate(chosen)]
+            batch = [requests[i].holder.lease(IP(first + n), window.range.id) for n, i in enumerate(chosen)]
             change = Change(guards)
             change.expect_cursor(cursor)
             for lease in batch:
@@ -253,7 +253,7 @@ class KeptFor:
                 self._lists[host] = (time.monotonic(), listed)
         return listed
 
-    def _taken(self, ip: IPv4) -> None:
+    def _taken(self, ip: IP) -> None:
         """``ip`` was taken (or tried): no copy offers it again."""
         with self._lock:
             self._lists = {h: (at, [p for p in kept if p.ip != ip]) for h, (at, kept) in self._lists.items()}

@@ -9,13 +9,15 @@ Keys (relative to the store's prefix), each holding a JSON object a person can r
 =================================  ==========================================================
 ``config``                         the declarations (:class:`~shrike_cli.model.Config`)
 ``leases/<ip>``                    one :class:`~shrike_cli.model.Lease` per address handed out
-                                   (held, reserved or released)
+                                   (held, reserved or released); IPv6 in canonical text
 ``ranges/<range-id>[@<s>-<e>]``    a window's cursor ``{"next": n}``: every address at offset
                                    ``n`` or later was never handed out dynamically
 ``free/<range-id>/<ns>-<ip>``      a released address, ``{"ip", "mac"}``, keyed by its release
                                    time so the longest idle comes first
-``macs/<mac>``                     ``{"ip"}``: the address a MAC holds or last held
-``names/<name>``                   ``{"ip"}``: the address a reservation name holds
+``macs/<mac>``                     ``{"ip"}``: the IPv4 address a MAC holds or last held
+``macs6/<mac>``                    the same for IPv6 (a dual-stack container holds one of each)
+``names/<name>``                   ``{"ip"}``: the IPv4 address a reservation name holds
+``names6/<name>``                  the same for IPv6
 ``parked/<host>/<ip>``             an address kept for a stopped container of ``host``:
                                    ``{"ip", "mac", "range", "owner", "at"}``
 ``pools/<subnet>[/<sub-pool>]``    a Docker pool, how many networks of each host use it, and
@@ -28,9 +30,12 @@ The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
    (``free_key``); both change in one transaction, so a compare on either guards both;
 2. ``parked/<host>/<ip>`` exists exactly while the lease of ``ip`` is parked (taken by
    ``host``), and changes with it, so it too guards its lease;
-3. ``names/<name>`` exists exactly while a lease carries that name;
-4. ``macs/<mac>`` points at the address a MAC last held; it goes when that lease passes to
-   another MAC, so the index never outgrows the leases;
+3. ``names/<name>`` (``names6/`` for IPv6) exists exactly while a lease of that family
+   carries that name;
+4. ``macs/<mac>`` (``macs6/``) points at the address of that family a MAC last held; it
+   goes when that lease passes to another MAC, so the index never outgrows the leases. A
+   container address outside every range (derived from its MAC: EUI-64) has no entry: the
+   MAC finds it without one, and its lease goes when it is released (:meth:`Change.delete`);
 5. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
 
 A record that does not have the shape shrike writes (edited by hand) is reported as
@@ -53,7 +58,7 @@ from typing import Any, TypeVar
 
 from . import cas
 from .errors import Conflict, Damaged, InvalidInput, ShrikeError
-from .model import STATE_PARKED, STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
+from .model import IP, STATE_PARKED, STATE_RELEASED, Config, Lease, Window, int_to_ip, now_iso
 from .stores.base import MAX_TXN_OPS, Compare, Delete, Entry, Op, Put, Store
 
 T = TypeVar("T")
@@ -63,7 +68,9 @@ LEASES = "leases/"
 CURSORS = "ranges/"
 FREE = "free/"
 MACS = "macs/"
+MACS6 = "macs6/"
 NAMES = "names/"
+NAMES6 = "names6/"
 PARKED = "parked/"
 POOLS = "pools/"
 
@@ -72,12 +79,12 @@ def _lease_key(ip: str) -> str:
     return LEASES + ip
 
 
-def _mac_key(mac: str) -> str:
-    return MACS + mac
+def _mac_key(mac: str, version: int) -> str:
+    return (MACS if version == 4 else MACS6) + mac
 
 
-def _name_key(name: str) -> str:
-    return NAMES + name
+def _name_key(name: str, version: int) -> str:
+    return (NAMES if version == 4 else NAMES6) + name
 
 
 def _parked_prefix(host: str | None) -> str:
@@ -130,7 +137,9 @@ RECORD_KINDS = (
     RecordKind("leases", LEASES, Lease.from_json),
     RecordKind("free", FREE),
     RecordKind("macs", MACS),
+    RecordKind("macs6", MACS6),
     RecordKind("reservations", NAMES),
+    RecordKind("reservations6", NAMES6),
     RecordKind("parked", PARKED),
     RecordKind("cursors", CURSORS),
     RecordKind("pools", POOLS),
@@ -220,7 +229,7 @@ class Waiting:
     """An address not held, waiting in a list where it can be taken from: its lease is
     released (:class:`Idle`) or parked (:class:`Parked`)."""
 
-    ip: IPv4
+    ip: IP
     #: the MAC that last held it
     mac: str
     range_id: str
@@ -257,16 +266,17 @@ class Parked(Waiting):
 
 @dataclass(frozen=True)
 class Guard:
-    """A precondition of a caller's: the reservation ``name`` is still as it was read
-    (``revision`` 0: absent). A change carrying it fails with :class:`PreconditionFailed`
-    once someone else wrote that name."""
+    """A precondition of a caller's: the reservation ``name`` (of the family ``version``)
+    is still as it was read (``revision`` 0: absent). A change carrying it fails with
+    :class:`PreconditionFailed` once someone else wrote that name."""
 
     name: str
     revision: int
+    version: int = 4
 
     @property
     def _compare(self) -> Compare:
-        return (_name_key(self.name), self.revision)
+        return (_name_key(self.name, self.version), self.revision)
 
 
 class PreconditionFailed(Exception):
@@ -313,6 +323,7 @@ class Change:
         self._write(lease, waiting.mac, waiting._key, "")
 
     def _write(self, lease: Lease, previous_mac: str, previous_waiting: str, previous_name: str) -> None:
+        version = lease.ip.version
         self.ops.append(Put(_lease_key(lease.ip), lease.to_json()))
         waiting = lease.free_key or (_parked_key(lease) if lease.state == STATE_PARKED else "")
         if previous_waiting and previous_waiting != waiting:
@@ -323,16 +334,19 @@ class Change:
         elif waiting:  # parked: its entry says for whom, which may have changed (a rename)
             self.ops.append(Put(waiting, _parked_value(lease)))
         if previous_mac and previous_mac != lease.mac:
-            self.ops.append(Delete(_mac_key(previous_mac)))
-        if lease.mac and not lease.free_key:  # a released address keeps its MAC's entry as it is
-            self.ops.append(Put(_mac_key(lease.mac), {"ip": lease.ip}))
+            self.ops.append(Delete(_mac_key(previous_mac, version)))
+        # A released address keeps its MAC's entry as it is; one outside every range
+        # (derived from its MAC) has none.
+        if lease.mac and lease.range and not lease.free_key:
+            self.ops.append(Put(_mac_key(lease.mac, version), {"ip": lease.ip}))
         if previous_name and previous_name != lease.name:
-            self.ops.append(Delete(_name_key(previous_name)))
+            self.ops.append(Delete(_name_key(previous_name, version)))
         if lease.name and lease.name != previous_name:
-            self.ops.append(Put(_name_key(lease.name), {"ip": lease.ip}))
+            self.ops.append(Put(_name_key(lease.name, version), {"ip": lease.ip}))
 
     def delete(self, lease: Lease) -> None:
-        """Forget ``lease`` (host and gateway records: they have no index entries)."""
+        """Forget ``lease``: host and gateway records, and container addresses outside
+        every range (derived from their MAC), none of which has index entries."""
         self.ops.append(Delete(_lease_key(lease.ip)))
 
     def advance(self, cursor: Cursor, to: int) -> Cursor:
@@ -411,7 +425,7 @@ def _cursor(window: Window, entry: Entry | None) -> Cursor:
 def _idle(range_id: str, entry: Entry) -> Idle:
     def decode(value: dict[str, Any]) -> Idle:
         released_at = int(entry.key.rpartition("/")[2].partition("-")[0])
-        return Idle(IPv4(value["ip"]), str(value.get("mac", "")), range_id, entry.key, entry.revision, released_at)
+        return Idle(IP(value["ip"]), str(value.get("mac", "")), range_id, entry.key, entry.revision, released_at)
 
     return _decoded(entry, "free-list entry", decode)
 
@@ -419,7 +433,7 @@ def _idle(range_id: str, entry: Entry) -> Idle:
 def _parked(entry: Entry) -> Parked:
     def decode(value: dict[str, Any]) -> Parked:
         return Parked(
-            IPv4(value["ip"]),
+            IP(value["ip"]),
             str(value.get("mac", "")),
             str(value["range"]),
             entry.key,
@@ -475,21 +489,21 @@ class State:
         try:
             return cas.update(self.store, _lease_key(ip), raw, max_wait=max_wait, guards=[g._compare for g in guards])
         except cas.GuardFailed as failed:
-            raise PreconditionFailed(failed.key.removeprefix(NAMES)) from None
+            raise PreconditionFailed(failed.key.partition("/")[2]) from None
 
     # -- indexes
-    def address_of_mac(self, mac: str) -> IPv4 | None:
-        """The address ``mac`` holds or last held, if any."""
-        entry = self.store.get(_mac_key(mac))
-        return _decoded(entry, "MAC index entry", lambda v: IPv4(v["ip"])) if entry else None
+    def address_of_mac(self, mac: str, version: int = 4) -> IP | None:
+        """The address of family ``version`` that ``mac`` holds or last held, if any."""
+        entry = self.store.get(_mac_key(mac, version))
+        return _decoded(entry, "MAC index entry", lambda v: IP(v["ip"])) if entry else None
 
-    def reservation(self, name: str) -> tuple[IPv4 | None, Guard]:
-        """The address reserved for ``name`` (None: no reservation), and a guard that
-        holds while nobody changes that."""
-        entry = self.store.get(_name_key(name))
+    def reservation(self, name: str, version: int = 4) -> tuple[IP | None, Guard]:
+        """The address of family ``version`` reserved for ``name`` (None: no reservation),
+        and a guard that holds while nobody changes that."""
+        entry = self.store.get(_name_key(name, version))
         if entry is None:
-            return None, Guard(name, 0)
-        return _decoded(entry, "reservation", lambda v: IPv4(v["ip"])), Guard(name, entry.revision)
+            return None, Guard(name, 0, version)
+        return _decoded(entry, "reservation", lambda v: IP(v["ip"])), Guard(name, entry.revision, version)
 
     def drop_dangling_reservation(self, guard: Guard) -> None:
         """Remove a name index entry whose lease is gone (it should never happen)."""

@@ -139,9 +139,12 @@ def reservation_names(ctx: typer.Context) -> Iterator[Candidate]:
     with _ipam(ctx) as ipam:
         if ipam is None:
             return
+        held: dict[str, list[str]] = {}
         for lease in ipam.leases():
             if lease.name:
-                yield lease.name, f"{lease.ip} {lease.state}"
+                held.setdefault(lease.name, []).append(f"{lease.ip} {lease.state}")
+        for name, addresses in held.items():  # a name may hold an IPv4 and an IPv6 address
+            yield name, ", ".join(addresses)
 
 
 @_completer

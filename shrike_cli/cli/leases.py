@@ -25,6 +25,28 @@ LEASE_COLUMNS = [
 ]
 
 
+class Family(str, Enum):
+    """``--family``: which address family a reservation is in."""
+
+    v4 = "4"
+    v6 = "6"
+    both = "both"
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return (4, 6) if self is Family.both else (int(self.value),)
+
+
+FamilyOption = Annotated[
+    Family | None,
+    typer.Option(
+        "--family",
+        help="The address family: 4, 6, or both (a name holds one address of each family).",
+        case_sensitive=False,
+    ),
+]
+
+
 class Kind(str, Enum):
     """``--kind``: a choice, so that a misspelt kind is a usage error, not an empty list."""
 
@@ -81,8 +103,13 @@ def release(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="End the reservation of this name.", autocompletion=complete.reservation_names),
+        typer.Option(
+            "--name",
+            help="End the reservations of this name (IPv4 and IPv6; --family for one).",
+            autocompletion=complete.reservation_names,
+        ),
     ] = None,
+    family: FamilyOption = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -103,22 +130,28 @@ def release(
         output.usage_error("give exactly one of --ip, --host or --name")
     if force and not ip:
         output.usage_error("--force goes with --ip")
+    if family and not name:
+        output.usage_error("--family goes with --name")
     ipam = globals_of(ctx).ipam()
     if ip:
         from ..owners import live_holders  # the Docker SDK is slow to load: only here
 
-        lease = ipam.release_container(ip, force=force, live=live_holders())
+        released = [ipam.release_container(ip, force=force, live=live_holders())]
     elif host:
-        lease = ipam.release_host(host)
+        released = [ipam.release_host(host)]
     else:
         assert name is not None
-        lease = ipam.release_name(name)
+        versions = family.versions if family else ipam.reserved_families(name) or (4,)
+        released = [ipam.release_name(name, version) for version in versions]
     if fmt is Format.json:
-        output.emit_json(lease.to_json())
-    elif lease.state == "held":
-        print(f"reservation {name} ended; {lease.ip} stays with its running container until it stops")
-    else:
-        print(f"released {lease.ip}")
+        # One lease as an object, as always; a name's two reservations as a list.
+        output.emit_json(released[0].to_json() if len(released) == 1 else [lease.to_json() for lease in released])
+        return
+    for lease in released:
+        if lease.state == "held":
+            print(f"reservation {name} ended; {lease.ip} stays with its running container until it stops")
+        else:
+            print(f"released {lease.ip}")
 
 
 @app.command("release-ip", hidden=True)
@@ -128,7 +161,7 @@ def release_ip(
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --ip'."""
-    release(ctx, ip=ip, host=None, name=None, force=False, fmt=fmt)
+    release(ctx, ip=ip, host=None, name=None, family=None, force=False, fmt=fmt)
 
 
 @app.command("release-host", hidden=True)
@@ -138,7 +171,7 @@ def release_host(
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --host'."""
-    release(ctx, ip=None, host=ip, name=None, force=False, fmt=fmt)
+    release(ctx, ip=None, host=ip, name=None, family=None, force=False, fmt=fmt)
 
 
 @app.command("reserve")
@@ -152,15 +185,23 @@ def reserve(
             "--subnet", help="The LAN subnet, when several are declared.", autocompletion=complete.lan_subnets
         ),
     ] = None,
+    family: FamilyOption = None,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Reserve a container address for NAME and print it; the same address again if NAME has one.
 
-    Use it with docker run: --ip "$(shrike reserve web1)". The address is never given to
-    another container, also while web1 is stopped.
+    Use it with docker run: --ip "$(shrike reserve web1)" --ip6 "$(shrike reserve web1 --family 6)".
+    The address is never given to another container, also while web1 is stopped. NAME holds
+    one address of each family: IPv4 unless --family (or --ip, --subnet) says otherwise;
+    --family both prints both, the IPv4 one first.
     """
-    lease = globals_of(ctx).ipam().reserve(name, ip=ip, subnet=subnet)
+    if family is Family.both and (ip or subnet):
+        output.usage_error("--family both goes without --ip and --subnet")
+    ipam = globals_of(ctx).ipam()
+    versions: tuple[int | None, ...] = family.versions if family else (None,)
+    leases = [ipam.reserve(name, ip=ip, subnet=subnet, version=version) for version in versions]
     if fmt is Format.json:
-        output.emit_json(lease.to_json())
+        output.emit_json(leases[0].to_json() if len(leases) == 1 else [lease.to_json() for lease in leases])
     else:
-        print(lease.ip)
+        for lease in leases:
+            print(lease.ip)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ..errors import InvalidInput, ShrikeError
 from ..ipam import Ipam, Returning
-from ..model import KIND_AUX, IPv4, Lease, Subnet
+from ..model import IP, KIND_AUX, Lease, Subnet
 from ..pools import Pool
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ GATEWAY_TYPE = "com.docker.network.gateway"
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
 #: Sent by engines from 28.x on with every endpoint's request: the container's name.
 ENDPOINT_NAME_OPTION = "com.docker.network.endpoint.name"
+#: ``docker network create --ipam-opt eui64=true``: in the network's IPv6 /64, a container
+#: gets the address its MAC derives (EUI-64), so one with a pinned MAC keeps it without
+#: any state. dockerd sends the same options with the IPv4 pool, where it means nothing.
+EUI64_OPTION = "eui64"
+TRUE_WORDS, FALSE_WORDS = ("1", "t", "true", "yes", "on"), ("", "0", "f", "false", "no", "off")
 
 Reply = tuple[int, dict[str, Any]]
 Request = dict[str, Any]
@@ -88,14 +93,20 @@ def _options(request: Request) -> dict[str, str]:
 
 
 def _address(request: Request, *, required: bool) -> str:
-    """The ``Address`` field: a plain IPv4 address, or "" when not ``required``."""
+    """The ``Address`` field: a plain address, or "" when not ``required``."""
     address = _string(request, "Address", required=required)
     if address or required:
         try:
-            IPv4(address)
+            IP(address)
         except InvalidInput as err:
             raise BadRequest(f"field Address: {err}") from None
     return address
+
+
+def _boolean(value: str, name: str) -> bool:
+    if value.lower() not in TRUE_WORDS + FALSE_WORDS:
+        raise InvalidInput(f"--ipam-opt {name}={value}: give true or false")
+    return value.lower() in TRUE_WORDS
 
 
 class Starts(Protocol):
@@ -161,16 +172,26 @@ class Driver:
             raise BadRequest(f"field V6 must be a boolean, not {type(v6).__name__}")
         subnet, sub_pool = _string(request, "Pool"), _string(request, "SubPool")
         _string(request, "AddressSpace")  # checked, not used: a subnet is one pool in every space
-        if options := _options(request):
-            log.warning("ignoring --ipam-opt %s: shrike takes no IPAM options", ", ".join(sorted(options)))
-        if v6 or ":" in subnet:
-            raise InvalidInput("shrike hands out IPv4 addresses only: create the network without IPv6")
+        options = _options(request)
+        if unknown := sorted(set(options) - {EUI64_OPTION}):
+            log.warning("ignoring --ipam-opt %s: shrike takes only %s", ", ".join(unknown), EUI64_OPTION)
+        eui64 = _boolean(options.get(EUI64_OPTION, ""), EUI64_OPTION)
+        family = 6 if v6 else 4
         if not subnet:
-            declared = ", ".join(map(str, sorted(self.ipam.config(fresh=False).lans))) or "none declared yet"
-            raise InvalidInput(f"give docker network create a --subnet: shrike serves the declared LANs ({declared})")
+            lans = sorted(lan for lan in self.ipam.config(fresh=False).lans if lan.version == family)
+            declared = ", ".join(map(str, lans)) or "none declared yet"
+            ipv6 = " for IPv6 too" if v6 else ""
+            raise InvalidInput(
+                f"give docker network create a --subnet{ipv6}: shrike serves the declared IPv{family} LANs ({declared})"
+            )
+        if (":" in subnet) != v6:
+            raise InvalidInput(
+                f"the request is for an IPv{family} pool (V6 {str(v6).lower()}), but {subnet} is an"
+                f" IPv{10 - family} subnet"
+            )
         # Refuses a subnet that is not a LAN, or holds no container range, or a sub-pool
         # outside it, now rather than at the first docker run.
-        pool = self.ipam.request_pool(Pool.of(subnet, sub_pool or None))
+        pool = self.ipam.request_pool(Pool.of(subnet, sub_pool or None, eui64=eui64 and v6))
         return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
 
     def release_pool(self, request: Request) -> dict[str, Any]:
