@@ -48,13 +48,15 @@ def _report(fmt: Format, outcome: Outcome) -> None:
         where = f"bridge {plan.bridge} with {plan.uplink.name} as its port"
     else:
         where = f"macvlan on {plan.uplink.name}"
+    held, two = (f"{plan.host_ip} and {plan.host_ip6}", True) if plan.host_ip6 else (plan.host_ip, False)
     if outcome.status is Status.ALREADY:
         done = "; " + "; ".join(summary["steps"]) if plan.actions else ", nothing changed"
         print(f"Docker network {plan.network} is already set up ({where}){done}")
     elif outcome.status is Status.CREATED:
-        print(f"created Docker network {plan.network}: {plan.host_ip} is on {where}")
+        print(f"created Docker network {plan.network}: {held} {'are' if two else 'is'} on {where}")
     else:
-        back = f"; {plan.host_ip} and its routes are on {plan.uplink.name} again" if plan.bridge else ""
+        routes = "their routes" if two else "its routes"
+        back = f"; {held} and {routes} are on {plan.uplink.name} again" if plan.bridge else ""
         print(f"removed Docker network {plan.network}{back}")
 
 
@@ -81,6 +83,14 @@ def create_network(
             "--uplink",
             help="The interface holding HOST_IP, to make sure the right one is used [default: found by the address].",
             autocompletion=complete.interfaces,
+        ),
+    ] = None,
+    ip6: Annotated[
+        str | None,
+        typer.Option(
+            "--ip6",
+            help="This host's own IPv6 address, in an IPv6 host range, on the same interface: the network is"
+            " dual-stack (bridge mode) [default: the uplink's one IPv6 address in a host range, if any].",
         ),
     ] = None,
     plugin_name: PluginNameOption = PLUGIN_NAME,
@@ -134,6 +144,9 @@ def create_network(
     """Put this host's containers on its LAN: move HOST_IP and its routes from the uplink onto a
     bridge and create the Docker network that uses the bridge and shrike's IPAM plugin.
 
+    The uplink's IPv6 addresses and routes move too; with an IPv6 LAN address (--ip6, or found
+    on the uplink) the network is dual-stack.
+
     Everything is checked before anything changes; if a step fails, what was done is undone.
     Running it again on a host already set up changes nothing.
     """
@@ -149,6 +162,8 @@ def create_network(
         output.usage_error("--macvlan-shim goes with --mode macvlan")
     if ip is None and not undo:
         output.usage_error("give --ip, this host's own address")
+    if ip6 is not None and (undo or mode is not Mode.bridge):
+        output.usage_error("--ip6 goes with bridge mode, without --undo")
     persist_to = Persist(root, network_manager.value if network_manager else None) if persist_ else None
     ipam = globals_of(ctx).ipam()
     if undo:
@@ -156,7 +171,14 @@ def create_network(
     else:
         assert ip is not None
         request = Request(
-            host_ip=ip, name=name, bridge=bridge, uplink=uplink, plugin=plugin_name, mode=mode.value, shim=macvlan_shim
+            host_ip=ip,
+            name=name,
+            bridge=bridge,
+            uplink=uplink,
+            plugin=plugin_name,
+            mode=mode.value,
+            shim=macvlan_shim,
+            host_ip6=ip6,
         )
         outcome = create(ipam, request, dry_run=dry_run, persist_to=persist_to, progress=output.note)
     _report(fmt, outcome)

@@ -47,12 +47,26 @@ class RemoveNetwork:
 
 
 @dataclass(frozen=True)
-class SetMac:
+class TakeIdentity:
+    """``link`` (the bridge) takes ``source``'s (the uplink's) place on the LAN: its MAC,
+    its IPv6 link-local addresses (the LAN's routers and neighbours know the host by them;
+    a bridge's own derives from the MAC it was created with), and, where ``source`` took
+    them, IPv6 router advertisements (``accept_ra`` 2: also while the host forwards, as
+    Docker's IPv6 networks make it)."""
+
     link: str
     mac: str
+    source: str = ""
+    link_local: tuple[Address, ...] = ()
+    accept_ra: bool = False
 
     def __str__(self) -> str:
-        return f"set {self.link}'s MAC to {self.mac}"
+        text = f"set {self.link}'s MAC to {self.mac}"
+        if self.link_local:
+            text += f", put {self.source}'s link-local {', '.join(map(str, self.link_local))} on it"
+        if self.accept_ra:
+            text += ", accept IPv6 router advertisements on it"
+        return text
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,6 @@ class WriteFiles:
 
 
 Action = (
-    ClaimLease | ReleaseLease | CreateNetwork | RemoveNetwork | SetMac | AddAddresses | DeleteAddresses
+    ClaimLease | ReleaseLease | CreateNetwork | RemoveNetwork | TakeIdentity | AddAddresses | DeleteAddresses
     | SetMaster | MoveRoute | AddShim | RemoveShim | WriteFiles
 )  # fmt: skip

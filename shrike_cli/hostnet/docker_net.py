@@ -13,7 +13,7 @@ from docker.types import IPAMConfig, IPAMPool
 
 from ..docker_api import docker_client, docker_errors, docker_host
 from ..errors import Conflict, InvalidInput
-from ..model import Subnet
+from ..model import IP, Subnet
 
 #: Labels create-network puts on the network it makes (mode, host-ip, uplink, ...).
 LABEL_PREFIX = "shrike.create-network."
@@ -40,14 +40,28 @@ class NetworkSpec:
     gateway: str
     aux_addresses: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: a dual-stack network's IPv6 subnet and gateway (its aux addresses are with the others)
+    subnet6: str | None = None
+    gateway6: str | None = None
 
     def describe(self) -> str:
         aux = "".join(f", {k} {v}" for k, v in self.aux_addresses.items())
         options = "".join(f", {k.rpartition('.')[2]}={v}" for k, v in sorted(self.options.items()))
+        ipv6 = f", IPv6 subnet {self.subnet6}, gateway {self.gateway6}" if self.subnet6 else ""
         return (
             f"{self.name}: driver {self.driver}{options}, IPAM driver {self.ipam_driver}, "
-            f"subnet {self.subnet}, gateway {self.gateway}{aux}"
+            f"subnet {self.subnet}, gateway {self.gateway}{ipv6}{aux}"
         )
+
+    def pools(self) -> list[IPAMPool]:
+        """The network's pools: IPv4, and IPv6 for a dual-stack one, each with its aux addresses."""
+        pools = []
+        for subnet, gateway in ((self.subnet, self.gateway), (self.subnet6, self.gateway6)):
+            if subnet:
+                version = Subnet.parse(subnet).version
+                aux = {k: v for k, v in self.aux_addresses.items() if (":" in v) == (version == 6)}
+                pools.append(IPAMPool(subnet=subnet, gateway=gateway, aux_addresses=aux or None))
+        return pools
 
 
 @dataclass(frozen=True)
@@ -64,10 +78,26 @@ class NetworkView:
 
 
 def bridge_spec(
-    name: str, bridge: str, mtu: int, plugin: str, subnet: Subnet, host_ip: str, router: str, labels: Mapping[str, str]
+    name: str,
+    bridge: str,
+    mtu: int,
+    plugin: str,
+    subnet: Subnet,
+    host_ip: str,
+    router: str,
+    labels: Mapping[str, str],
+    ipv6: tuple[Subnet, str, str] | None = None,
 ) -> NetworkSpec:
     """The bridge network: the host's own address is the bridge's (Docker's gateway), and
-    containers route through the LAN's router (``DefaultGatewayIPv4``), unmasqueraded."""
+    containers route through the LAN's router (``DefaultGatewayIPv4``), unmasqueraded.
+
+    Dual-stack with ``ipv6`` (the IPv6 LAN, the host's address in it, its router): the
+    same for IPv6 (``DefaultGatewayIPv6``), unless the router is known by its link-local
+    address only, which Docker takes for no aux address: containers then route through
+    the host's address, and the host through the router."""
+    aux = {"DefaultGatewayIPv4": router}
+    if ipv6 is not None and ipv6[0].contains(int(IP(ipv6[2]))):
+        aux["DefaultGatewayIPv6"] = ipv6[2]
     return NetworkSpec(
         name=name,
         driver="bridge",
@@ -81,8 +111,10 @@ def bridge_spec(
         ipam_driver=plugin,
         subnet=str(subnet),
         gateway=host_ip,
-        aux_addresses={"DefaultGatewayIPv4": router},
+        aux_addresses=aux,
         labels=dict(labels),
+        subnet6=str(ipv6[0]) if ipv6 else None,
+        gateway6=ipv6[1] if ipv6 else None,
     )
 
 
@@ -138,15 +170,15 @@ def find(client: docker.DockerClient, name: str) -> NetworkView | None:
 
 def create(client: docker.DockerClient, spec: NetworkSpec) -> str:
     """Create the network; returns its id."""
-    pool = IPAMPool(subnet=spec.subnet, gateway=spec.gateway, aux_addresses=dict(spec.aux_addresses) or None)
     with docker_errors(f"Docker refused to create network {spec.name}"):
         network = client.networks.create(
             spec.name,
             driver=spec.driver,
             options=dict(spec.options),
-            ipam=IPAMConfig(driver=spec.ipam_driver, pool_configs=[pool]),
+            ipam=IPAMConfig(driver=spec.ipam_driver, pool_configs=spec.pools()),
             labels=dict(spec.labels),
             check_duplicate=True,
+            enable_ipv6=spec.subnet6 is not None,
         )
     return str(network.id)
 

@@ -1,7 +1,8 @@
 """The host's network as values: what :meth:`.links.Netlink.read` finds, and how
 ``create-network`` lays it out.
 
-:class:`HostView` is one network namespace as read (links, IPv4 addresses, routes);
+:class:`HostView` is one network namespace as read (links, IPv4 and IPv6 addresses,
+routes, which links accept IPv6 router advertisements);
 :class:`Layout` is where a setup puts the host's addresses and routes, and
 :class:`Shim` a macvlan link it adds. Plain values: the planner reads them, the netlink
 side fills and applies them, ``--persist`` renders a layout.
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 
 import netaddr
 
+LINK_LOCAL = netaddr.IPNetwork("fe80::/10")
+
 #: The main routing table, and the one whose routes belong to addresses (never moved).
 TABLE_MAIN = 254
 TABLE_LOCAL = 255
@@ -25,7 +28,7 @@ PROTO_BOOT = 3
 # --------------------------------------------------------------- the host as read
 @dataclass(frozen=True)
 class Address:
-    """An IPv4 address on a link, as ``ip addr`` shows it."""
+    """An address on a link, as ``ip addr`` shows it (IPv4 with its broadcast address)."""
 
     ip: str
     prefixlen: int
@@ -34,6 +37,16 @@ class Address:
     @property
     def cidr(self) -> str:
         return f"{self.ip}/{self.prefixlen}"
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.ip else 4
+
+    @property
+    def is_link_local(self) -> bool:
+        """An IPv6 link-local address (fe80::/10): every IPv6 link has its own, and
+        keeps it; ``create-network`` copies the uplink's to the bridge."""
+        return self.version == 6 and self.network in LINK_LOCAL
 
     @property
     def network(self) -> netaddr.IPNetwork:
@@ -45,9 +58,9 @@ class Address:
 
 @dataclass(frozen=True)
 class Route:
-    """An IPv4 unicast route through one link (its ``dev``), as ``ip route`` shows it."""
+    """A unicast route through one link (its ``dev``), as ``ip route`` shows it."""
 
-    dst: str  # a CIDR; 0.0.0.0/0 is the default route
+    dst: str  # a CIDR; 0.0.0.0/0 and ::/0 are the default routes
     gateway: str | None = None
     metric: int | None = None
     table: int = TABLE_MAIN
@@ -58,7 +71,11 @@ class Route:
 
     @property
     def is_default(self) -> bool:
-        return self.dst == "0.0.0.0/0"
+        return self.dst in ("0.0.0.0/0", "::/0")
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.dst else 4
 
     def __str__(self) -> str:
         words = ["default" if self.is_default else self.dst]
@@ -91,12 +108,14 @@ class Link:
 
 @dataclass(frozen=True)
 class HostView:
-    """One network namespace: its links, their IPv4 addresses, and the routes through
-    each link except those the kernel derives from addresses."""
+    """One network namespace: its links, their addresses, the routes through each link
+    except those the kernel derives from addresses, and the links that accept IPv6
+    router advertisements (``accept_ra`` 2, or 1 while not forwarding)."""
 
     links: tuple[Link, ...]
     addresses: Mapping[str, tuple[Address, ...]] = field(default_factory=dict)
     routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
+    accepts_ra: frozenset[str] = frozenset()
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -126,6 +145,8 @@ class Layout:
     bridge: str | None
     addresses: tuple[Address, ...]
     routes: tuple[Route, ...]
+    #: whether the bridge accepts IPv6 router advertisements (as the uplink did)
+    accepts_ra: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)

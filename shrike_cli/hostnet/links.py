@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import os
 from collections import defaultdict
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -19,9 +21,16 @@ from ..errors import NotFound
 from .hostview import PROTO_KERNEL, TABLE_LOCAL, Address, HostView, Link, Route, Shim
 
 AF_INET = 2
+AF_INET6 = 10
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
 RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+#: The address is the host's already: no duplicate address detection (the address would
+#: be unusable, "tentative", for a second or more).
+IFA_F_NODAD = 0x02
+#: Where the per-link IPv6 settings are, for the network namespace of the process.
+IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
 
 
 def describe_netlink_error(err: NetlinkError) -> str:
@@ -45,40 +54,48 @@ class Netlink:
 
     # ------------------------------------------------------------------- reading
     def read(self) -> HostView:
-        """Links, IPv4 addresses, and the routes through each link that do not come
-        from an address (``proto kernel``) or belong to the local table."""
+        """Links, IPv4 and IPv6 addresses (but loopback's), the routes through each link
+        that do not come from an address (``proto kernel``) or belong to the local table,
+        and the links that accept IPv6 router advertisements."""
         raw = self.ipr.get_links()
         names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in raw}
         links = tuple(self._link(msg, names) for msg in raw)
 
         addresses: dict[str, list[Address]] = defaultdict(list)
-        for msg in self.ipr.get_addr(family=AF_INET):
-            ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            addresses[names[msg["index"]]].append(Address(ip, msg["prefixlen"], msg.get_attr("IFA_BROADCAST")))
+        for family in (AF_INET, AF_INET6):
+            for msg in self.ipr.get_addr(family=family):
+                if msg["scope"] == RT_SCOPE_HOST and family == AF_INET6:  # ::1
+                    continue
+                ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                addresses[names[msg["index"]]].append(Address(ip, msg["prefixlen"], msg.get_attr("IFA_BROADCAST")))
 
         routes: dict[str, list[Route]] = defaultdict(list)
-        for msg in self.ipr.get_routes(family=AF_INET):
-            oif = msg.get_attr("RTA_OIF")
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            # Multipath routes carry no RTA_OIF: they are left alone.
-            if oif is None or table == TABLE_LOCAL or msg["proto"] == PROTO_KERNEL or msg["type"] != RTN_UNICAST:
-                continue
-            routes[names[oif]].append(
-                Route(
-                    dst=f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}",
-                    gateway=msg.get_attr("RTA_GATEWAY"),
-                    metric=msg.get_attr("RTA_PRIORITY"),
-                    table=table,
-                    proto=msg["proto"],
-                    scope=msg["scope"],
-                    prefsrc=msg.get_attr("RTA_PREFSRC"),
-                    onlink=bool(msg["flags"] & RTNH_F_ONLINK),
-                )
-            )
+        for family, default in ((AF_INET, "0.0.0.0"), (AF_INET6, "::")):
+            for msg in self.ipr.get_routes(family=family):
+                oif = msg.get_attr("RTA_OIF")
+                table = msg.get_attr("RTA_TABLE") or msg["table"]
+                # Multipath routes carry no RTA_OIF: they are left alone.
+                if oif is None or table == TABLE_LOCAL or msg["proto"] == PROTO_KERNEL or msg["type"] != RTN_UNICAST:
+                    continue
+                routes[names[oif]].append(self._route(msg, default, table))
         return HostView(
             links=links,
             addresses={k: tuple(v) for k, v in addresses.items()},
             routes={k: tuple(v) for k, v in routes.items()},
+            accepts_ra=frozenset(name for name in names.values() if accepts_ra(name)),
+        )
+
+    @staticmethod
+    def _route(msg: Any, default: str, table: int) -> Route:
+        return Route(
+            dst=f"{msg.get_attr('RTA_DST') or default}/{msg['dst_len']}",
+            gateway=msg.get_attr("RTA_GATEWAY"),
+            metric=msg.get_attr("RTA_PRIORITY"),
+            table=table,
+            proto=msg["proto"],
+            scope=msg["scope"],
+            prefsrc=msg.get_attr("RTA_PREFSRC"),
+            onlink=bool(msg["flags"] & RTNH_F_ONLINK),
         )
 
     @staticmethod
@@ -121,8 +138,20 @@ class Netlink:
         self.ipr.link("set", index=self.index(port), master=self.index(master) if master else 0)
 
     def add_address(self, name: str, address: Address) -> None:
-        extra = {"broadcast": address.broadcast} if address.broadcast else {}
+        """Put ``address`` on ``name``. Every address create-network adds is one this host
+        holds already (on another link, or a moment ago): an IPv6 one skips duplicate
+        address detection, so it is usable at once."""
+        extra: dict[str, object] = {"broadcast": address.broadcast} if address.broadcast else {}
+        if address.version == 6:
+            extra["flags"] = IFA_F_NODAD
         self.ipr.addr("add", index=self.index(name), address=address.ip, prefixlen=address.prefixlen, **extra)
+
+    def accept_ra(self, name: str) -> int:
+        """``name``'s IPv6 ``accept_ra`` setting."""
+        return int((IPV6_CONF / name / "accept_ra").read_text())
+
+    def set_accept_ra(self, name: str, value: int) -> None:
+        (IPV6_CONF / name / "accept_ra").write_text(f"{value}\n")
 
     def delete_address(self, name: str, address: Address) -> None:
         """Remove ``address`` from ``name``; the kernel also deletes every route through
@@ -168,3 +197,14 @@ def _route_args(route: Route) -> dict[str, object]:
     if route.onlink:
         args["flags"] = RTNH_F_ONLINK
     return args
+
+
+def accepts_ra(name: str) -> bool:
+    """Whether the link ``name`` takes IPv6 router advertisements: ``accept_ra`` 2, or 1
+    while it does not forward (Docker turns forwarding on with its IPv6 networks)."""
+    try:
+        accept = int((IPV6_CONF / name / "accept_ra").read_text())
+        forwarding = int((IPV6_CONF / name / "forwarding").read_text())
+    except (OSError, ValueError):  # IPv6 off on the link, or in the kernel
+        return False
+    return accept == 2 or (accept == 1 and not forwarding)

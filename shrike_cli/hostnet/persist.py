@@ -1,7 +1,9 @@
 """``--persist``: the bridge setup as the host's network manager would build it at boot.
 
-Two formats: RHEL/CentOS network-scripts (``ifcfg-*`` and ``route-*`` files, what the
-original tool wrote) and systemd-networkd (``.netdev``/``.network``). Files are only
+Two formats: RHEL/CentOS network-scripts (``ifcfg-*``, ``route-*`` and ``route6-*``
+files, what the original tool wrote) and systemd-networkd (``.netdev``/``.network``).
+Both carry the IPv6 addresses and routes too, and whether the bridge takes router
+advertisements; link-local addresses are the network manager's to make. Files are only
 written, never applied: networking is not restarted.
 
 Every file written carries :data:`HEADER`. A file that would be replaced or must go
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from .docker_net import check_name
-from .hostview import TABLE_MAIN, Layout, Route
+from .hostview import TABLE_MAIN, Address, Layout, Route
 
 IFCFG = "ifcfg"
 NETWORKD = "networkd"
@@ -61,9 +63,13 @@ def _bridge(layout: Layout) -> str:
     return layout.bridge
 
 
-def _persisted_routes(layout: Layout) -> list[Route]:
+def _persisted_routes(layout: Layout, version: int | None = None) -> list[Route]:
     # Routes of other tables need policy rules the managers would configure elsewhere.
-    return [r for r in layout.routes if r.table == TABLE_MAIN]
+    return [r for r in layout.routes if r.table == TABLE_MAIN and version in (None, r.version)]
+
+
+def _persisted_addresses(layout: Layout, version: int | None = None) -> list[Address]:
+    return [a for a in layout.addresses if not a.is_link_local and version in (None, a.version)]
 
 
 def render_ifcfg(layout: Layout) -> dict[str, str]:
@@ -76,22 +82,34 @@ def render_ifcfg(layout: Layout) -> dict[str, str]:
         "TYPE=Bridge",
     ]
     lines += ["ONBOOT=yes", "BOOTPROTO=none", "DELAY=0", "STP=no", f"MACADDR={uplink.mac}", f"MTU={uplink.mtu}"]
-    numbered = len(layout.addresses) > 1
-    for n, address in enumerate(layout.addresses):
+    addresses = _persisted_addresses(layout, 4)
+    numbered = len(addresses) > 1
+    for n, address in enumerate(addresses):
         suffix = str(n) if numbered else ""
         lines += [f"IPADDR{suffix}={address.ip}", f"PREFIX{suffix}={address.prefixlen}"]
-    routes = _persisted_routes(layout)
+    routes = _persisted_routes(layout, 4)
     default = next((r for r in routes if r.is_default), None)
     if default is not None and default.gateway:
         lines.append(f"GATEWAY={default.gateway}")
         if default.metric is not None:
             lines.append(f"METRIC={default.metric}")
+    addresses6, routes6 = _persisted_addresses(layout, 6), _persisted_routes(layout, 6)
+    default6 = next((r for r in routes6 if r.is_default), None)
+    if addresses6 or routes6 or layout.accepts_ra:
+        lines += ["IPV6INIT=yes", f"IPV6_AUTOCONF={'yes' if layout.accepts_ra else 'no'}"]
+        if addresses6:
+            lines.append(f"IPV6ADDR={addresses6[0].cidr}")
+        if addresses6[1:]:
+            lines.append(f'IPV6ADDR_SECONDARIES="{" ".join(a.cidr for a in addresses6[1:])}"')
+        if default6 is not None and default6.gateway:
+            lines.append(f"IPV6_DEFAULTGW={default6.gateway}%{bridge}")
     files = {f"ifcfg-{bridge}": "\n".join(lines) + "\n"}
-    others = [r for r in routes if r is not default]
-    if others:
-        # Each line is what 'ip route add' is given.
-        route_lines = [f"{r} dev {bridge}" for r in others]
-        files[f"route-{bridge}"] = "\n".join([_header(layout, f"routes through {bridge}"), *route_lines]) + "\n"
+    for name, others in (("route", routes), ("route6", routes6)):
+        others = [r for r in others if r is not default and r is not default6]
+        if others:
+            # Each line is what 'ip route add' is given.
+            route_lines = [f"{r} dev {bridge}" for r in others]
+            files[f"{name}-{bridge}"] = "\n".join([_header(layout, f"routes through {bridge}"), *route_lines]) + "\n"
     files[f"ifcfg-{uplink.name}"] = (
         "\n".join(
             [
@@ -122,7 +140,9 @@ def render_networkd(layout: Layout) -> dict[str, str]:
     ]
     netdev += [f"MACAddress={uplink.mac}", f"MTUBytes={uplink.mtu}"]
     network = [_header(layout, f"{bridge} holds the host's address"), "[Match]", f"Name={bridge}", "", "[Network]"]
-    network += [f"Address={a.cidr}" for a in layout.addresses]
+    if layout.accepts_ra:
+        network.append("IPv6AcceptRA=yes")
+    network += [f"Address={a.cidr}" for a in _persisted_addresses(layout)]
     for route in _persisted_routes(layout):
         network += ["", "[Route]"]
         if not route.is_default:
@@ -163,6 +183,7 @@ def _stale(root: Path, manager: str, layout: Layout) -> Iterable[Path]:
     where = folder(root, manager)
     if manager == IFCFG:
         yield where / f"route-{layout.uplink.name}"
+        yield where / f"route6-{layout.uplink.name}"
         return
     if where.is_dir():
         for path in sorted(where.glob("*.network")):

@@ -18,7 +18,7 @@ from typing import Any
 import netaddr
 
 from ..errors import Conflict, InvalidInput, NotFound
-from ..model import KIND_HOST, Config, Lease, Subnet, int_to_ip, parse_address
+from ..model import IP, KIND_HOST, Config, Lease, Subnet, int_to_ip, parse_address
 from .actions import (
     Action,
     AddAddresses,
@@ -30,8 +30,8 @@ from .actions import (
     ReleaseLease,
     RemoveNetwork,
     RemoveShim,
-    SetMac,
     SetMaster,
+    TakeIdentity,
     WriteFiles,
 )
 from .docker_net import LABEL_PREFIX, NetworkView, bridge_spec, check_name, macvlan_spec
@@ -43,6 +43,9 @@ MODES = (MODE_BRIDGE, MODE_MACVLAN)
 
 #: Linux's limit for interface names.
 IFNAMSIZ_MAX = 15
+#: What Docker puts on the bridge of an IPv6 network, besides its gateway: on a bridge
+#: that is the host's place on the LAN, it would claim an address LAN routers often have.
+DOCKER_LINK_LOCAL = Address("fe80::1", 64)
 
 
 # ----------------------------------------------------------------- the LAN as declared
@@ -57,11 +60,12 @@ class LanView:
     container_cidrs: tuple[str, ...]
 
 
-def lan_of(config: Config, host_ip: str) -> LanView:
+def lan_of(config: Config, host_ip: str, what: str = "--ip") -> LanView:
     """HOST_IP's LAN from the declarations; an error unless a host range holds it."""
-    address = parse_address(host_ip, "--ip", prefix="forbidden")[0]
+    address = parse_address(host_ip, what, prefix="forbidden")[0]
+    host_ip = IP(address)  # IPv6 as the host shows it: canonical
     if config.host_range_of(address) is None:
-        raise InvalidInput(f"--ip {host_ip} is not in any host range: declare the LAN with 'shrike host-range' first")
+        raise InvalidInput(f"{what} {host_ip} is not in any host range: declare the LAN with 'shrike host-range' first")
     subnet = config.lan_subnet_of(address)
     router = config.gateway_of(subnet) if subnet else None
     if subnet is None or router is None:
@@ -76,6 +80,25 @@ def lan_of(config: Config, host_ip: str) -> LanView:
     return LanView(host_ip=host_ip, subnet=subnet, router=router, container_cidrs=cidrs)
 
 
+def host_ip6_of(config: Config, host: HostView, host_ip: str) -> str | None:
+    """This host's IPv6 LAN address, when ``--ip6`` does not name it: the one global IPv6
+    address on HOST_IP's link that lies in a host range; None when there is none (the
+    network is then IPv4 only)."""
+    holder = host.holder_of(host_ip)
+    if holder is None:
+        return None  # build_setup says what is wrong
+    found = [
+        a.ip
+        for a in host.addresses_of(holder.name)
+        if a.version == 6 and not a.is_link_local and config.host_range_of(int(IP(a.ip)))
+    ]
+    if len(found) > 1:
+        raise InvalidInput(
+            f"{holder.name} holds several IPv6 addresses in host ranges ({', '.join(found)}): give --ip6"
+        )
+    return found[0] if found else None
+
+
 # ------------------------------------------------------------------------- plans
 @dataclass(frozen=True)
 class Request:
@@ -88,6 +111,8 @@ class Request:
     plugin: str = "shrike"
     mode: str = MODE_BRIDGE
     shim: bool = False
+    #: this host's IPv6 LAN address: the network is dual-stack (bridge mode only)
+    host_ip6: str | None = None
 
     @property
     def shim_name(self) -> str:
@@ -106,6 +131,7 @@ class Plan(Layout):
     host_ip: str
     actions: tuple[Action, ...]
     already: bool = False
+    host_ip6: str | None = None
 
     def with_actions(self, *more: Action) -> Plan:
         return replace(self, actions=(*self.actions, *more))
@@ -115,6 +141,7 @@ class Plan(Layout):
             "network": self.network,
             "mode": self.mode,
             "host_ip": self.host_ip,
+            **({"host_ip6": self.host_ip6} if self.host_ip6 else {}),
             "uplink": self.uplink.name,
             "bridge": self.bridge,
             "already_set_up": self.already,
@@ -139,6 +166,8 @@ def move_order(routes: Iterable[Route], addresses: Iterable[Address]) -> tuple[R
 def labels_of(request: Request, uplink: str) -> dict[str, str]:
     """What create-network records on the Docker network: ``--undo`` and reruns read it."""
     labels = {"mode": request.mode, "host-ip": request.host_ip, "uplink": uplink}
+    if request.host_ip6:
+        labels["host-ip6"] = request.host_ip6
     if request.mode == MODE_BRIDGE:
         labels["bridge"] = request.bridge
     elif request.shim:
@@ -146,7 +175,7 @@ def labels_of(request: Request, uplink: str) -> dict[str, str]:
     return {LABEL_PREFIX + k: v for k, v in labels.items()}
 
 
-def _check_lease(lease: Lease | None, me: str, host_ip: str) -> bool:
+def _check_lease(lease: Lease | None, me: str, host_ip: str | None) -> bool:
     """Whether HOST_IP is already this host's lease; an error if someone else's."""
     if lease is None:
         return False
@@ -156,7 +185,7 @@ def _check_lease(lease: Lease | None, me: str, host_ip: str) -> bool:
     raise Conflict(f"{host_ip} is already recorded as {holder}; give this host's own address")
 
 
-def _find_uplink(request: Request, host: HostView, lan: LanView) -> Link:
+def _find_uplink(request: Request, host: HostView, lan: LanView, lan6: LanView | None) -> Link:
     holder = host.holder_of(request.host_ip)
     if holder is None:
         named = f" (--uplink {request.uplink} does not hold it either)" if request.uplink else ""
@@ -172,12 +201,17 @@ def _find_uplink(request: Request, host: HostView, lan: LanView) -> Link:
         raise InvalidInput(f"{holder.name} is already a port of {holder.master}")
     if not holder.up:
         raise InvalidInput(f"the uplink {holder.name} is down")
-    address = next(a for a in host.addresses_of(holder.name) if a.ip == request.host_ip)
-    if address.prefixlen != lan.subnet.prefixlen:
-        raise InvalidInput(
-            f"{address} on {holder.name} does not match the declared LAN {lan.subnet}: "
-            "fix the host-range declaration or the host's address first"
-        )
+    for view in (lan, lan6):
+        if view is None:
+            continue
+        address = next((a for a in host.addresses_of(holder.name) if a.ip == view.host_ip), None)
+        if address is None:
+            raise NotFound(f"{holder.name}, which holds {request.host_ip}, does not hold --ip6 {view.host_ip}")
+        if address.prefixlen != view.subnet.prefixlen:
+            raise InvalidInput(
+                f"{address} on {holder.name} does not match the declared LAN {view.subnet}: "
+                "fix the host-range declaration or the host's address first"
+            )
     return holder
 
 
@@ -203,23 +237,40 @@ def _ensure_free_name(host: HostView, name: str, what: str) -> None:
         raise Conflict(f"{what} {name} is taken: the host already has {kind} of that name")
 
 
+def _leases(request: Request, held: bool, held6: bool) -> tuple[Action, ...]:
+    """Recording this host's addresses as its host leases, those not recorded yet."""
+    return tuple(ClaimLease(ip) for ip, done in ((request.host_ip, held), (request.host_ip6, held6)) if ip and not done)
+
+
 def _setup_actions(
-    request: Request, lan: LanView, uplink: Link, addresses: tuple[Address, ...], routes: tuple[Route, ...], held: bool
+    request: Request,
+    lan: LanView,
+    lan6: LanView | None,
+    uplink: Link,
+    host: HostView,
+    routes: tuple[Route, ...],
+    leases: tuple[Action, ...],
 ) -> tuple[Action, ...]:
-    lease: tuple[Action, ...] = () if held else (ClaimLease(request.host_ip),)
     labels = labels_of(request, uplink.name)
     if request.mode == MODE_MACVLAN:
         spec = macvlan_spec(request.name, uplink.name, request.plugin, lan.subnet, lan.router, labels)
         shim = Shim(request.shim_name, uplink.name, Address(request.host_ip, 32), lan.container_cidrs)
-        return (*lease, CreateNetwork(spec), *((AddShim(shim),) if request.shim else ()))
+        return (*leases, CreateNetwork(spec), *((AddShim(shim),) if request.shim else ()))
+    ipv6 = (lan6.subnet, lan6.host_ip, lan6.router) if lan6 else None
     spec = bridge_spec(
-        request.name, request.bridge, uplink.mtu, request.plugin, lan.subnet, request.host_ip, lan.router, labels
+        request.name, request.bridge, uplink.mtu, request.plugin, lan.subnet, request.host_ip, lan.router, labels, ipv6
     )
+    # The uplink keeps its link-local addresses (every IPv6 link has its own); the
+    # bridge gets copies. Every other address moves.
+    addresses = tuple(a for a in host.addresses_of(uplink.name) if not a.is_link_local)
+    link_local = tuple(a for a in host.addresses_of(uplink.name) if a.is_link_local)
     return (
-        *lease,
+        *leases,
         CreateNetwork(spec),
-        # The uplink's MAC, so that the LAN sees no new MAC for this host's address.
-        SetMac(request.bridge, uplink.mac),
+        *((DeleteAddresses(request.bridge, (DOCKER_LINK_LOCAL,)),) if lan6 else ()),
+        # The uplink's MAC, so that the LAN sees no new MAC for this host's address
+        # (and its link-local address, and router advertisements taken as before).
+        TakeIdentity(request.bridge, uplink.mac, uplink.name, link_local, uplink.name in host.accepts_ra),
         # Docker has put HOST_IP on the bridge (its gateway); other addresses follow.
         AddAddresses(request.bridge, addresses),
         SetMaster(uplink.name, request.bridge),
@@ -229,7 +280,7 @@ def _setup_actions(
     )
 
 
-def _already_set_up(request: Request, host: HostView, network: NetworkView, held: bool) -> Plan:
+def _already_set_up(request: Request, host: HostView, network: NetworkView, leases: tuple[Action, ...]) -> Plan:
     """The plan for a rerun: nothing to do if the host is as the network's labels say."""
     labels = network.labels
     if LABEL_PREFIX + "mode" not in labels:
@@ -267,8 +318,10 @@ def _already_set_up(request: Request, host: HostView, network: NetworkView, held
         bridge=request.bridge if on_bridge else None,
         addresses=host.addresses_of(where),
         routes=host.routes_of(where),
-        actions=() if held else (ClaimLease(request.host_ip),),
+        actions=leases,
         already=True,
+        host_ip6=request.host_ip6,
+        accepts_ra=where in host.accepts_ra,
     )
 
 
@@ -285,8 +338,10 @@ def _setup_problem(request: Request, host: HostView, uplink: Link | None) -> str
         return None
     if uplink.master != request.bridge:
         return f"{uplink.name} is not a port of {request.bridge}"
-    if holder is None or holder.name != request.bridge:
-        return f"{request.host_ip} is not on {request.bridge}"
+    for ip in filter(None, (request.host_ip, request.host_ip6)):
+        holder = host.holder_of(ip)
+        if holder is None or holder.name != request.bridge:
+            return f"{ip} is not on {request.bridge}"
     return None
 
 
@@ -297,11 +352,14 @@ def build_setup(
     network: NetworkView | None,
     lease: Lease | None,
     me: str,
+    lan6: LanView | None = None,
+    lease6: Lease | None = None,
 ) -> Plan:
     """Check everything and plan ``create-network``; raises with a clear message when
     something is wrong, before anything has changed.
 
-    ``lease`` is HOST_IP's current lease and ``me`` this host's name in the store.
+    ``lease`` is HOST_IP's current lease and ``me`` this host's name in the store;
+    ``lan6`` and ``lease6`` the same for the host's IPv6 address, for a dual-stack network.
     """
     if request.mode not in MODES:
         raise InvalidInput(f"--mode must be one of {', '.join(MODES)}")
@@ -310,10 +368,13 @@ def build_setup(
         check_interface_name(request.bridge, "--bridge")
     if request.shim and request.mode != MODE_MACVLAN:
         raise InvalidInput("--macvlan-shim goes with --mode macvlan")
-    held = _check_lease(lease, me, request.host_ip)
+    if lan6 is not None and request.mode != MODE_BRIDGE:
+        raise InvalidInput("--ip6: macvlan networks are IPv4 only; dual-stack networks use bridge mode")
+    request = replace(request, host_ip6=lan6.host_ip if lan6 else None)
+    leases = _leases(request, _check_lease(lease, me, request.host_ip), _check_lease(lease6, me, request.host_ip6))
     if network is not None:
-        return _already_set_up(request, host, network, held)
-    uplink = _find_uplink(request, host, lan)
+        return _already_set_up(request, host, network, leases)
+    uplink = _find_uplink(request, host, lan, lan6)
     if request.mode == MODE_BRIDGE:
         _ensure_free_name(host, request.bridge, "--bridge")
     elif request.shim:
@@ -328,7 +389,9 @@ def build_setup(
         bridge=request.bridge if request.mode == MODE_BRIDGE else None,
         addresses=addresses,
         routes=routes,
-        actions=_setup_actions(request, lan, uplink, addresses, routes, held),
+        actions=_setup_actions(request, lan, lan6, uplink, host, routes, leases),
+        host_ip6=request.host_ip6,
+        accepts_ra=uplink.name in host.accepts_ra,
     )
 
 
@@ -341,6 +404,7 @@ def build_teardown(
     *,
     force: bool = False,
     before_removal: tuple[Action, ...] = (),
+    lease6: Lease | None = None,
 ) -> Plan:
     """Plan ``create-network --undo``: the inverse of a setup, read back from the host
     and the network's labels. All reversible steps (and ``before_removal``) come
@@ -358,8 +422,11 @@ def build_teardown(
     uplink = host.link(labels["uplink"])
     if uplink is None:
         raise NotFound(f"the uplink {labels['uplink']} recorded on {name} is gone: nothing to move back")
-    held = lease is not None and lease.is_host_of(me)
-    release: tuple[Action, ...] = (ReleaseLease(labels["host-ip"]),) if held else ()
+    release = tuple(
+        ReleaseLease(labels[label])
+        for label, held in (("host-ip", lease), ("host-ip6", lease6))
+        if held is not None and held.is_host_of(me)
+    )
     remove = RemoveNetwork(name, network.containers)
     bridge = labels.get("bridge")
     if labels["mode"] == MODE_MACVLAN:
@@ -376,7 +443,8 @@ def build_teardown(
         addresses, routes = host.addresses_of(uplink.name), host.routes_of(uplink.name)
     else:
         assert bridge is not None
-        addresses = host.addresses_of(bridge)
+        # Link-local addresses stay: the uplink kept its own, the bridge goes.
+        addresses = tuple(a for a in host.addresses_of(bridge) if not a.is_link_local)
         routes = move_order(host.routes_of(bridge), addresses)
         # Each part only if there is something to move back: an earlier, partial undo
         # may have done the rest. The addresses leave the bridge before its port does,
@@ -397,4 +465,5 @@ def build_teardown(
         addresses=addresses,
         routes=routes,
         actions=actions,
+        host_ip6=labels.get("host-ip6"),
     )

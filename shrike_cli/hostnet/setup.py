@@ -46,12 +46,12 @@ from .actions import (
     ReleaseLease,
     RemoveNetwork,
     RemoveShim,
-    SetMac,
     SetMaster,
+    TakeIdentity,
     WriteFiles,
 )
 from .links import Netlink, describe_netlink_error
-from .plan import Plan, Request, build_setup, build_teardown, lan_of
+from .plan import MODE_BRIDGE, Plan, Request, build_setup, build_teardown, host_ip6_of, lan_of
 
 Undo = Callable[[], Any]
 Record = Callable[[Undo], None]
@@ -218,10 +218,18 @@ def _remove_network(action: RemoveNetwork, env: Env, record: Record) -> None:
 
 
 @apply.register
-def _set_mac(action: SetMac, env: Env, record: Record) -> None:
+def _take_identity(action: TakeIdentity, env: Env, record: Record) -> None:
     old = env.net.link(action.link).mac
     env.net.set_mac(action.link, action.mac)
     record(partial(env.net.set_mac, action.link, old))
+    for address in action.link_local:
+        if env.net.held(action.link, address) is None:
+            env.net.add_address(action.link, address)
+            record(partial(env.net.delete_address, action.link, address))
+    if action.accept_ra:
+        accept = env.net.accept_ra(action.link)
+        env.net.set_accept_ra(action.link, 2)
+        record(partial(env.net.set_accept_ra, action.link, accept))
 
 
 @apply.register
@@ -235,11 +243,12 @@ def _set_master(action: SetMaster, env: Env, record: Record) -> None:
 def _add_addresses(action: AddAddresses, env: Env, record: Record) -> None:
     for address in action.addresses:
         current = env.net.held(action.link, address)
-        if current == address:
+        if current == address and address.version == 4:
             continue
         if current is not None:
-            # Docker's gateway address, with another broadcast: make it exactly the
-            # uplink's, so that the undo gives the uplink back what it had.
+            # Docker's gateway address, with another broadcast (IPv4) or still being
+            # checked for duplicates (IPv6): make it exactly the uplink's, usable at
+            # once, so that the undo gives the uplink back what it had.
             record(partial(env.net.add_address, action.link, current))
             env.net.delete_address(action.link, current)
         record(partial(env.net.delete_address, action.link, address))
@@ -312,13 +321,22 @@ def _persist_setup(plan: Plan, options: Persist) -> tuple[Action, ...]:
 def create_network(
     ipam: Ipam, request: Request, *, dry_run: bool = False, persist_to: Persist | None = None, progress: Progress
 ) -> Outcome:
-    """``create-network``: plan, then (unless ``dry_run`` or already set up) run it."""
-    lan = lan_of(ipam.config(), request.host_ip)
+    """``create-network``: plan, then (unless ``dry_run`` or already set up) run it. The
+    network is dual-stack when the host has an IPv6 LAN address (``--ip6``, else found
+    on HOST_IP's link: :func:`host_ip6_of`), in bridge mode."""
+    config = ipam.config()
+    lan = lan_of(config, request.host_ip)
     client = docker_net.connect()
     try:
         with Netlink() as net:
             network = docker_net.find(client, request.name)
-            plan = build_setup(request, lan, net.read(), network, ipam.lease(request.host_ip), ipam.host)
+            host = net.read()
+            host_ip6 = request.host_ip6
+            if host_ip6 is None and request.mode == MODE_BRIDGE:
+                host_ip6 = host_ip6_of(config, host, request.host_ip)
+            lan6 = lan_of(config, host_ip6, "--ip6") if host_ip6 else None
+            lease6 = ipam.lease(lan6.host_ip) if lan6 else None
+            plan = build_setup(request, lan, host, network, ipam.lease(lan.host_ip), ipam.host, lan6, lease6)
             if persist_to is not None:
                 plan = plan.with_actions(*_persist_setup(plan, persist_to))
             if not dry_run:
@@ -342,13 +360,17 @@ def remove_network(
     try:
         with Netlink() as net:
             network = docker_net.find(client, name)
-            host_ip = network.labels.get(docker_net.LABEL_PREFIX + "host-ip", "") if network else ""
+            labels = network.labels if network else {}
+            host_ip, host_ip6 = (labels.get(docker_net.LABEL_PREFIX + k, "") for k in ("host-ip", "host-ip6"))
             lease = ipam.lease(host_ip) if host_ip else None
+            lease6 = ipam.lease(host_ip6) if host_ip6 else None
             files: tuple[Action, ...] = ()
             if persist_to is not None:
                 changes = persist.teardown_files(persist_to.root, persist_to.resolve())
                 files = (WriteFiles(changes),) if changes else ()
-            plan = build_teardown(name, network, net.read(), lease, ipam.host, force=force, before_removal=files)
+            plan = build_teardown(
+                name, network, net.read(), lease, ipam.host, force=force, before_removal=files, lease6=lease6
+            )
             if not dry_run:
                 run(plan.actions, Env(ipam, client, net), progress)
     finally:
