@@ -3,6 +3,7 @@
     python3 benchmarks/run.py               # everything (2-4 minutes on 2 cores)
     python3 benchmarks/run.py --no-docker   # without the docker run comparison
     python3 benchmarks/run.py --quick       # smaller samples, for a smoke run
+    python3 benchmarks/run.py --only-ipv6   # only IPv6 against IPv4, on both stores
 
 It starts its own etcd on a free loopback port (as the tests do) and an embedded store
 in a temporary folder; the plugin rows (benchmarks/plugin.py) start ``shrike server``
@@ -38,6 +39,10 @@ from tests.fixtures.etcd import EtcdServer  # noqa: E402
 
 # Store contents only: nothing is configured on an interface, no packet is sent.
 LAN = "172.25.0.0/16"
+LAN6 = "2001:db8:1::/64"
+#: Rounds of the IPv4/IPv6 comparison: the two alternate, so that both see the same
+#: phases of the machine (and of the stores as they grow).
+V6_ROUNDS = 10
 
 
 @dataclass
@@ -132,6 +137,39 @@ def bench_rate(open_: Callable[[str], Store], count: int) -> list[Row]:
     return rows
 
 
+def dual_stack_ipam(store: Store) -> Ipam:
+    """:func:`fresh_ipam`'s /16, and next to it an IPv6 /64 whose container range is
+    the /64 itself (2^64 - 2^16 addresses)."""
+    ipam = fresh_ipam(store)
+    ipam.declare_host_range("2001:db8:1::1/64", "2001:db8:1::ffff/64", "fe80::1")
+    ipam.declare_ip_range("2001:db8:1::1:0/64", "2001:db8:1:0:ffff:ffff:ffff:ffff/64")
+    return ipam
+
+
+def bench_ipv6(open_: Callable[[str], Store], kind: str, count: int) -> list[Row]:
+    """IPv6 allocations (a /64) against IPv4 ones (a /16) on one store, in the same run:
+    :data:`V6_ROUNDS` alternating rounds of each."""
+    ipam = dual_stack_ipam(open_(kind))
+    per_round = max(count // V6_ROUNDS, 50)
+    seconds = {LAN: 0.0, LAN6: 0.0}
+    latencies: dict[str, list[float]] = {LAN: [], LAN6: []}
+    for round_ in range(V6_ROUNDS):
+        for pool in (LAN, LAN6) if round_ % 2 == 0 else (LAN6, LAN):
+            start = time.perf_counter()
+            _, lat = timed(lambda pool=pool: ipam.request_address(pool), per_round)
+            seconds[pool] += time.perf_counter() - start
+            latencies[pool] += lat
+    rate = {pool: len(latencies[pool]) / seconds[pool] for pool in seconds}
+    p99 = {pool: percentile(latencies[pool], 99) for pool in seconds}
+    rate_ratio, p99_ratio = rate[LAN6] / rate[LAN], p99[LAN6] / p99[LAN]
+    return [
+        Row("IPv4 allocations/s; p99 (ms), same run", kind, f"{rate[LAN]:,.0f}; {p99[LAN]:.3f}", ""),
+        Row("IPv6 allocations/s (a /64); p99 (ms)", kind, f"{rate[LAN6]:,.0f}; {p99[LAN6]:.3f}", ""),
+        Row("IPv6 rate / IPv4 rate", kind, f"{rate_ratio:.2f}", ">= 0.83 (1 / 1.2)", rate_ratio >= 1 / 1.2),
+        Row("IPv6 p99 / IPv4 p99", kind, f"{p99_ratio:.2f}", "<= 1.2", p99_ratio <= 1.2),
+    ]
+
+
 def bench_fill(open_: Callable[[str], Store], kind: str, sample: int) -> list[Row]:
     """p99 latency at 1 % and at 99 % of a /16, and declaring a whole /16."""
     store = open_(kind)
@@ -195,6 +233,7 @@ def main() -> int:
     parser.add_argument(
         "--only-restarts", action="store_true", help="only the restart rows (a private dockerd: needs root)"
     )
+    parser.add_argument("--only-ipv6", action="store_true", help="only the rows comparing IPv6 with IPv4")
     args = parser.parse_args()
     # Imported here: benchmarks/plugin.py imports Row from this file.
     from benchmarks.plugin import bench_docker_run, bench_socket
@@ -206,14 +245,19 @@ def main() -> int:
     plugin_calls, docker_runs, restarts = (800, 5, 3) if args.quick else (10000, 100, 20)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = []
-        if not args.only_restarts:
+        if args.only_ipv6:
+            for kind in ("embedded", "etcd"):
+                rows += bench_ipv6(open_, kind, count if kind == "embedded" else max(count // 5, 500))
+        elif not args.only_restarts:
             rows += bench_rate(open_, count)
+            for kind in ("embedded", "etcd"):
+                rows += bench_ipv6(open_, kind, count if kind == "embedded" else max(count // 5, 500))
             for kind in ("embedded", "etcd"):
                 rows += bench_fill(open_, kind, sample)
             rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
             if not args.no_docker:
                 rows += bench_docker_run(Path(tmp), docker_runs)
-        if not args.no_docker:
+        if not args.no_docker and not args.only_ipv6:
             rows += bench_restarts(Path(tmp), restarts)
     print(render(rows))
     return 0 if all(row.ok is not False for row in rows) else 1

@@ -50,6 +50,7 @@ V6_START = 1 << 32
 #: IPv6 addresses below this (``::/80``) are refused.
 _V6_REFUSED = 1 << 48
 _BITS = {4: 32, 6: 128}
+_V4 = struct.Struct("!I")
 #: fe80::/10, where a router's link-local address (a v6 LAN's usual gateway) lies.
 LINK_LOCAL = (0xFE80 << 112, (0xFEC0 << 112) - 1)
 
@@ -62,31 +63,28 @@ def version_of(value: int) -> int:
 def ip_to_int(text: str) -> int:
     """Parse an IPv4 address (dotted, strict: no shorthand or octal) or an IPv6 address
     (no prefix length, no zone)."""
-    return _usable(_parse_ip(text), text)
-
-
-def _parse_ip(text: str) -> int:
     try:
         if ":" not in text:
-            return struct.unpack("!I", socket.inet_pton(socket.AF_INET, text))[0]
-        return int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+            return _V4.unpack(socket.inet_pton(socket.AF_INET, text))[0]
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
     except (OSError, TypeError, ValueError):  # ValueError: a NUL character
         raise InvalidInput(f"{text!r} is not an IPv4 address, nor an IPv6 one") from None
-
-
-def _usable(value: int, text: str) -> int:
-    if V6_START <= value < _V6_REFUSED or (value < V6_START and ":" in text):
-        raise InvalidInput(
+    if value < _V6_REFUSED:
+        raise _NotALanAddress(
             f"{text!r} is not a LAN address: IPv6 addresses in ::/80 (unspecified, loopback, IPv4-compatible"
             " or IPv4-mapped) are not used"
         )
     return value
 
 
+class _NotALanAddress(InvalidInput):
+    """An IPv6 address in ::/80 (see the module docstring)."""
+
+
 def int_to_ip(value: int) -> str:
     """Format an address integer as text, IPv6 in canonical form (hot path: no netaddr)."""
     if value < V6_START:
-        return socket.inet_ntoa(struct.pack("!I", value))
+        return socket.inet_ntoa(_V4.pack(value))
     return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
 
@@ -113,7 +111,7 @@ class IP(str):
             value = ip_to_int(address)
             text = address if value < V6_START else int_to_ip(value)
         family = IPv4 if value < V6_START else IPv6
-        if not issubclass(family, cls):
+        if cls is not IP and family is not cls:
             raise InvalidInput(f"{text!r} is not an {cls.__name__} address")
         ip = str.__new__(family, text)
         ip._value = value
@@ -146,10 +144,11 @@ def parse_address(text: str, what: str, *, prefix: str = "required") -> tuple[in
     """
     address, slash, length = text.strip().partition("/")
     try:
-        parsed = _parse_ip(address)
+        ip = ip_to_int(address)
+    except _NotALanAddress as err:
+        raise InvalidInput(f"{what}: {err}") from None
     except InvalidInput:
         raise InvalidInput(f"{what}: '{text}' is not a valid IPv4 or IPv6 address") from None
-    ip = _usable(parsed, address)
     if slash and prefix == "forbidden":
         raise InvalidInput(f"{what}: '{text}' must be a plain address without /prefix")
     if not slash and prefix == "required":
