@@ -18,7 +18,9 @@ text it applies to, so that it is looked at again:
 - bash: Typer hands the program ``${COMP_WORDS[*]}``, words bash also splits at ``=``
   and ``:``, so ``--cluster-store=http://10.0.0.5:2379`` arrives as five words and the
   rest of the line is misread. The program gets the line up to the cursor instead,
-  which it splits as a shell would, with the index of its last word;
+  which it splits as a shell would, with the index of its last word. And since bash
+  replaces only the part of the word after its last ``:``, the offers for a word that
+  holds one (an IPv6 address) lose what was typed up to there;
 - zsh: Typer's script only registers its function with ``compdef``. Autoloaded from
   ``$fpath``, the file is the body of ``_shrike``, run at each TAB, so the first TAB
   would only register it and complete nothing. It completes when run as a function,
@@ -51,6 +53,20 @@ BASH_LINE_WORDS = """\
     [[ $line == *[[:space:]] ]] || cword=$((cword - 1))
     COMPREPLY=( $( env COMP_WORDS="$line" \\
                    COMP_CWORD=$cword \\
+"""
+BASH_RETURN = """\
+    return 0
+}
+"""
+BASH_TRIM_AND_RETURN = """\
+    local typed=${line##*[[:space:]]}
+    typed=${typed##*=}
+    if [[ $typed == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        typed=${typed%"${typed##*:}"}
+        COMPREPLY=( "${COMPREPLY[@]#"$typed"}" )
+    fi
+    return 0
+}
 """
 ZSH_REGISTER = "compdef {function} {program}\n"
 ZSH_REGISTER_OR_COMPLETE = """\
@@ -90,6 +106,7 @@ def script(program: str, shell: str) -> str:
     text = typer_script(program, shell).strip() + "\n"
     if shell == "bash":
         text = _replace_once(text, BASH_TYPER_WORDS, BASH_LINE_WORDS)
+        text = _replace_once(text, BASH_RETURN, BASH_TRIM_AND_RETURN)
     elif shell == "zsh":
         names = {"function": "_{}_completion".format(program.replace("-", "_")), "program": program}
         text = _replace_once(text, ZSH_REGISTER.format(**names), ZSH_REGISTER_OR_COMPLETE.format(**names))

@@ -8,6 +8,12 @@ _oam_docker_ipam_completion() {
     COMPREPLY=( $( env COMP_WORDS="$line" \
                    COMP_CWORD=$cword \
                    _OAM_DOCKER_IPAM_COMPLETE=complete_bash $1 ) )
+    local typed=${line##*[[:space:]]}
+    typed=${typed##*=}
+    if [[ $typed == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        typed=${typed%"${typed##*:}"}
+        COMPREPLY=( "${COMPREPLY[@]#"$typed"}" )
+    fi
     return 0
 }
 

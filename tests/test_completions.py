@@ -319,6 +319,27 @@ def test_bash_at_the_keyboard(env: dict[str, str], state: Path, terminal: StartT
     assert "web1" in shown
 
 
+def test_bash_completes_ipv6_addresses_at_the_keyboard(
+    env: dict[str, str], terminal: StartTerminal, tmp_path: Path
+) -> None:
+    """bash splits words at ':' too, and replaces only what follows the last one: an IPv6
+    address still completes whole."""
+    directory = tmp_path / "state6"
+    store = open_store(None, directory)
+    try:
+        ipam = Ipam(store, host="host-a")
+        ipam.declare_host_range("2001:db8:1::1/64", "2001:db8:1::ff/64", "fe80::1")
+        ipam.declare_ip_range("2001:db8:1::100/64", "2001:db8:1::1ff/64")
+        ipam.reserve("web6", ip="2001:db8:1::150")
+    finally:
+        store.close()
+    bash = terminal(["bash", "--norc", "--noprofile", "-i"], {**env, "PS1": "$ "})
+    bash.type(f"source {COMPLETIONS / 'shrike.bash'}; bind 'set bell-style none'; echo REA''DY\n")
+    bash.expect(r"\nREADY")
+    bash.complete(f"shrike --state-dir={directory} release --ip 2001:db8:1::1\t", r"--ip 2001:db8:1::150 $")
+    bash.complete(f"shrike --state-dir={directory} release --ip=2001:db\t", r"--ip=2001:db8:1::150 $")
+
+
 # -------------------------------------------------------------------------- zsh
 @pytest.mark.parametrize("install", ["fpath", "source"])
 def test_zsh_at_the_keyboard(
