@@ -310,12 +310,12 @@ class Ipam:
         lease names its container, or ``live(ip)`` (this host's dockerd, asked by the
         caller) names containers holding it. ``force`` releases it anyway, with a warning:
         two containers may then end up with one address."""
-        address = _address(ip, "--ip")
+        ip = _address(ip, "--ip")  # IPv6 as stored: canonical
         current = self.lease(ip)
         if current is None or current.state == STATE_RELEASED:
             raise NotFound(f"no container holds {ip}")
         if current.kind in SHARED_KINDS:
-            return self._update_shared(address, None, 0)
+            return self._update_shared(ip, None, 0)
         if current.kind != KIND_CONTAINER:
             hint = " (use --host)" if current.kind == KIND_HOST else ""
             raise InvalidInput(f"{ip} is a {current.kind} address, not a container's{hint}")
@@ -500,7 +500,7 @@ class Ipam:
 
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""
-        _address(ip, "--host")
+        ip = _address(ip, "--host")  # IPv6 as stored: canonical
 
         def decide(stored: StoredLease | None) -> tuple[Lease, Change]:
             if stored is None:

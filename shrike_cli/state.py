@@ -22,6 +22,7 @@ Keys (relative to the store's prefix), each holding a JSON object a person can r
                                    ``{"ip", "mac", "range", "owner", "at"}``
 ``pools/<subnet>[/<sub-pool>]``    a Docker pool, how many networks of each host use it, and
                                    the gateway and aux addresses each host asked for in it
+                                   (``+eui64`` after an IPv6 pool deriving addresses from MACs)
 =================================  ==========================================================
 
 The invariants, kept by :meth:`Change.write`, the one place that writes a lease:

@@ -339,3 +339,11 @@ def test_the_cli_declares_lists_reserves_and_releases_ipv6(store_args: list[str]
         refused = _cli(store_args, *args)
         assert refused.returncode in (1, 2) and message in refused.stderr, refused.stderr
         assert refused.stderr.count("\n") == 1 or refused.returncode == 2
+
+
+def test_addresses_typed_in_any_form_find_their_lease(ipam: Ipam) -> None:
+    lease = ipam.request_address(LAN6, "2001:DB8:1:0:0:0:1:7")
+    assert lease.ip == "2001:db8:1::1:7"
+    assert ipam.release_container("2001:0db8:0001::1:7").ip == "2001:db8:1::1:7"
+    ipam.claim_host("2001:db8:1::9")
+    assert ipam.release_host("2001:DB8:1::9").ip == "2001:db8:1::9"
