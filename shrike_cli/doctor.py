@@ -564,7 +564,7 @@ def _default_route(host: HostView, bridge: str, router: str | None) -> Check:
         (route.metric or 0, dev, route)
         for dev, routes in host.routes.items()
         for route in routes
-        if route.is_default and route.table == TABLE_MAIN
+        if route.is_default and route.version == 4 and route.table == TABLE_MAIN
     ]
     add = f"ip route replace default via {router or 'ROUTER'} dev {bridge}"
     if not defaults:
