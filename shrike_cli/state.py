@@ -14,10 +14,10 @@ Keys (relative to the store's prefix), each holding a JSON object a person can r
                                    ``n`` or later was never handed out dynamically
 ``free/<range-id>/<ns>-<ip>``      a released address, ``{"ip", "mac"}``, keyed by its release
                                    time so the longest idle comes first
-``macs/<mac>``                     ``{"ip"}``: the IPv4 address a MAC holds or last held
-``macs6/<mac>``                    the same for IPv6 (a dual-stack container holds one of each)
-``names/<name>``                   ``{"ip"}``: the IPv4 address a reservation name holds
-``names6/<name>``                  the same for IPv6
+``macs/<mac>[/6]``                 ``{"ip"}``: the IPv4 (``/6``: IPv6) address a MAC holds or
+                                   last held (a dual-stack container holds one of each)
+``names/<name>[/6]``               ``{"ip"}``: the IPv4 (``/6``: IPv6) address a reservation
+                                   name holds
 ``parked/<host>/<ip>``             an address kept for a stopped container of ``host``:
                                    ``{"ip", "mac", "range", "owner", "at"}``
 ``pools/<subnet>[/<sub-pool>]``    a Docker pool, how many networks of each host use it, and
@@ -31,9 +31,9 @@ The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
    (``free_key``); both change in one transaction, so a compare on either guards both;
 2. ``parked/<host>/<ip>`` exists exactly while the lease of ``ip`` is parked (taken by
    ``host``), and changes with it, so it too guards its lease;
-3. ``names/<name>`` (``names6/`` for IPv6) exists exactly while a lease of that family
-   carries that name;
-4. ``macs/<mac>`` (``macs6/``) points at the address of that family a MAC last held; it
+3. ``names/<name>`` (``names/<name>/6`` for IPv6) exists exactly while a lease of that
+   family carries that name (names and MACs hold no "/");
+4. ``macs/<mac>`` (``macs/<mac>/6``) points at the address of that family a MAC last held; it
    goes when that lease passes to another MAC, so the index never outgrows the leases. A
    container address outside every range (derived from its MAC: EUI-64) has no entry: the
    MAC finds it without one, and its lease goes when it is released (:meth:`Change.delete`);
@@ -69,9 +69,9 @@ LEASES = "leases/"
 CURSORS = "ranges/"
 FREE = "free/"
 MACS = "macs/"
-MACS6 = "macs6/"
 NAMES = "names/"
-NAMES6 = "names6/"
+#: The suffix of the MAC and reservation index entries of IPv6 addresses.
+V6_SUFFIX = "/6"
 PARKED = "parked/"
 POOLS = "pools/"
 
@@ -80,12 +80,16 @@ def _lease_key(ip: str) -> str:
     return LEASES + ip
 
 
+def _family_suffix(version: int) -> str:
+    return V6_SUFFIX if version == 6 else ""
+
+
 def _mac_key(mac: str, version: int) -> str:
-    return (MACS if version == 4 else MACS6) + mac
+    return MACS + mac + _family_suffix(version)
 
 
 def _name_key(name: str, version: int) -> str:
-    return (NAMES if version == 4 else NAMES6) + name
+    return NAMES + name + _family_suffix(version)
 
 
 def _parked_prefix(host: str | None) -> str:
@@ -138,9 +142,7 @@ RECORD_KINDS = (
     RecordKind("leases", LEASES, Lease.from_json),
     RecordKind("free", FREE),
     RecordKind("macs", MACS),
-    RecordKind("macs6", MACS6),
     RecordKind("reservations", NAMES),
-    RecordKind("reservations6", NAMES6),
     RecordKind("parked", PARKED),
     RecordKind("cursors", CURSORS),
     RecordKind("pools", POOLS),
@@ -490,7 +492,7 @@ class State:
         try:
             return cas.update(self.store, _lease_key(ip), raw, max_wait=max_wait, guards=[g._compare for g in guards])
         except cas.GuardFailed as failed:
-            raise PreconditionFailed(failed.key.partition("/")[2]) from None
+            raise PreconditionFailed(failed.key.removeprefix(NAMES).removesuffix(V6_SUFFIX)) from None
 
     # -- indexes
     def address_of_mac(self, mac: str, version: int = 4) -> IP | None:

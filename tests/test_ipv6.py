@@ -171,8 +171,8 @@ def test_each_family_from_its_own_ranges_with_the_same_rules(ipam: Ipam) -> None
     ipam.release_address(v6.ip)
     assert ipam.request_address(LAN6, mac="02:42:00:00:00:01").ip == v6.ip
     assert ipam.request_address("198.51.100.0/24", mac="02:42:00:00:00:01").ip == v4.ip
-    keys = {entry.key: entry.value for entry in ipam.store.get_prefix("macs")}
-    assert keys == {"macs/02:42:00:00:00:01": {"ip": v4.ip}, "macs6/02:42:00:00:00:01": {"ip": v6.ip}}
+    keys = {entry.key: entry.value for entry in ipam.store.get_prefix("macs/")}
+    assert keys == {"macs/02:42:00:00:00:01": {"ip": v4.ip}, "macs/02:42:00:00:00:01/6": {"ip": v6.ip}}
 
 
 def test_released_v6_addresses_come_back_longest_idle_first_and_parked_ones_wait(ipam: Ipam) -> None:
@@ -203,8 +203,8 @@ def test_reservations_hold_one_address_of_each_family(ipam: Ipam) -> None:
     assert ipam.reserved_families("web1") == [4]
     with pytest.raises(NotFound, match="no IPv6 reservation named web1"):
         ipam.release_name("web1", 6)
-    keys = [entry.key for entry in ipam.store.get_prefix("names")]
-    assert keys == ["names/web1", "names6/db"]
+    keys = [entry.key for entry in ipam.store.get_prefix("names/")]
+    assert keys == ["names/db/6", "names/web1"]
 
 
 def test_only_ipv6_lans_reserve_ipv6_by_default(store: Store) -> None:
@@ -221,7 +221,7 @@ def test_addresses_derived_from_macs_need_no_state(ipam: Ipam) -> None:
     assert Pool.from_id(pool.id) == pool and pool.id == "shrike/2001:db8:2::/64+eui64"
     lease = ipam.request_address(pool, mac="02:42:c6:33:64:96")
     assert (lease.ip, lease.range) == ("2001:db8:2:0:42:c6ff:fe33:6496", "")
-    assert ipam.store.get_prefix("macs6/") == []  # the MAC finds it without an index
+    assert ipam.store.get_prefix("macs/") == []  # the MAC finds it without an index
     # The same MAC elsewhere (another network, a stale request) does not get it twice.
     with pytest.raises(Conflict, match="already in use"):
         ipam.request_address(pool, mac="02:42:c6:33:64:96")
@@ -245,8 +245,8 @@ def test_export_and_import_carry_both_families(ipam: Ipam, tmp_path) -> None:
     ipam.request_address(LAN6, mac="02:42:00:00:00:01")
     ipam.reserve("web1", version=6)
     document = State(ipam.store).export()
-    assert set(document["records"]["macs6"]) == {"02:42:00:00:00:01"}
-    assert set(document["records"]["reservations6"]) == {"web1"}
+    assert set(document["records"]["macs"]) == {"02:42:00:00:00:01/6"}
+    assert set(document["records"]["reservations"]) == {"web1/6"}
     target = EmbeddedStore(tmp_path / "copy.db")
     try:
         State(target).import_(json.loads(json.dumps(document)))
