@@ -179,6 +179,11 @@ def test_a_dual_stack_lan_end_to_end(dual: Shrike) -> None:
     assert set(addresses(dual, other)).isdisjoint({ip, ip6})
     dual.daemon.docker_cli("start", container)
     assert addresses(dual, container) == (ip, ip6)
+    # reconcile sees both families' endpoints: nothing leaked, nothing held twice.
+    report = dual("reconcile", "--plugin-name", dual.plugin, "-o", "json")
+    assert report.returncode == 0, report.stderr
+    found = json.loads(report.stdout)
+    assert (found["endpoints"], found["leaks"], found["duplicates"]) == (4, [], [])
 
     undone = dual("create-network", "--undo", "--force")
     assert undone.returncode == 0, undone.stderr
