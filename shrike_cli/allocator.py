@@ -15,15 +15,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
 
+from . import metrics
 from .cas import Retry
 from .errors import Conflict
-from .model import KIND_CONTAINER, STATE_RELEASED, STATE_RESERVED, Holder, IPv4, Lease, Window, now_iso
+from .model import KIND_CONTAINER, STATE_HELD, STATE_RELEASED, STATE_RESERVED, Holder, IPv4, Lease, Window, now_iso
 from .sources import LongestIdle, NeverUsed
 from .state import Change, Guard, State, StoredLease, parked
 
 #: One way to find an address: given the guards and the shared retry budget, a lease or
 #: None when it has nothing to give.
 Candidate = Callable[[Sequence[Guard], Retry], Lease | None]
+
+
+def _counted_as(how: str, candidate: partial[Lease | None]) -> partial[Lease | None]:
+    """``candidate``, whose allocations count as ``how`` (:data:`~shrike_cli.metrics.ALLOCATIONS`;
+    untagged ones count as dynamic)."""
+    candidate.how = how  # type: ignore[attr-defined]
+    return candidate
 
 
 class Allocator:
@@ -39,7 +47,7 @@ class Allocator:
         """Where a dynamic address comes from, in order: this is the allocation policy."""
         if holder.mac:
             # DHCP-like: a MAC that held an address gets it back while it is free.
-            yield partial(self._previous_of_mac, windows, holder)
+            yield _counted_as(metrics.STICKY, partial(self._previous_of_mac, windows, holder))
         for window in windows:
             # Never-used addresses before released ones, so the LAN's ARP caches do not
             # send a new container's traffic to an old MAC...
@@ -54,9 +62,10 @@ class Allocator:
         for candidate in self.candidates(windows, holder):
             lease = candidate(guards, retry)
             if lease is not None:
+                metrics.allocated(getattr(candidate, "how", metrics.DYNAMIC))
                 return lease
         where = ", ".join(str(w.range) for w in windows) or "no container range"
-        raise Conflict(f"no free address left in {where}")
+        raise Conflict(f"no free address left in {where}", reason="full")
 
     def _previous_of_mac(
         self, windows: Sequence[Window], holder: Holder, guards: Sequence[Guard], retry: Retry
@@ -95,12 +104,15 @@ class Allocator:
             old = stored.lease if stored else None
             if old is not None:
                 if not may_take(old):
-                    raise Conflict(f"{ip} is already in use ({old.describe()})")
+                    raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
                 lease = replace(lease, name=lease.name or old.name)
             change.write(lease, previous=old)
             return lease, change
 
-        return self.state.update_lease(ip, decide, max_wait=self.max_wait, guards=guards)
+        lease = self.state.update_lease(ip, decide, max_wait=self.max_wait, guards=guards)
+        if holder.kind == KIND_CONTAINER:
+            metrics.allocated(metrics.EXPLICIT)
+        return lease
 
     def release(self, ip: str, *, end_reservation: bool = False, expected_revision: int | None = None) -> Lease | None:
         """Give a container address back and return its lease as it now stands.
@@ -115,7 +127,11 @@ class Allocator:
         the answer is None.
         """
 
+        gave_back = False  # whether the change committed took the address from its container
+
         def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
+            nonlocal gave_back
+            gave_back = False
             if stored is None or expected_revision not in (None, stored.revision):
                 return None, None
             old = stored.lease
@@ -129,8 +145,12 @@ class Allocator:
                 new = replace(old, state=STATE_RESERVED, since=now_iso(), owner={})
             else:
                 new = parked(old) if old.state == STATE_RESERVED else replace(old, name="")
+            gave_back = old.state == STATE_HELD and new.state != STATE_HELD
             change = Change()
             change.write(new, previous=old)
             return new, change
 
-        return self.state.update_lease(ip, decide, max_wait=self.max_wait)
+        lease = self.state.update_lease(ip, decide, max_wait=self.max_wait)
+        if gave_back:
+            metrics.released()
+        return lease

@@ -121,7 +121,7 @@ class Ipam:
             ]
             if not windows:
                 where = f"{subnet}" + (f" within {narrow}" if narrow else "")
-                raise NotFound(f"no container range in {where}: declare one with 'shrike ip-range'")
+                raise NotFound(f"no container range in {where}: declare one with 'shrike ip-range'", reason="no_range")
             return windows
 
         return self._with_config(find)
@@ -160,14 +160,15 @@ class Ipam:
             if container_range and pool.covers(container_range.start, container_range.end):
                 return container_range.id
             if not pool.contains(address):
-                raise InvalidInput(f"{ip} is outside the subnet {pool}")
+                raise InvalidInput(f"{ip} is outside the subnet {pool}", reason="outside_subnet")
             if config.host_range_of(address):
                 raise InvalidInput(
-                    f"{ip} is a host address (host-range {config.host_range_of(address)}), not for containers"
+                    f"{ip} is a host address (host-range {config.host_range_of(address)}), not for containers",
+                    reason="host_address",
                 )
             if config.is_lan_gateway(address):
-                raise InvalidInput(f"{ip} is the gateway of the LAN, not for containers")
-            raise InvalidInput(f"{ip} is outside every container range of {pool}")
+                raise InvalidInput(f"{ip} is the gateway of the LAN, not for containers", reason="lan_gateway")
+            raise InvalidInput(f"{ip} is outside every container range of {pool}", reason="outside_ranges")
 
         range_id = self._with_config(locate)
         return self.allocator.claim(
@@ -344,12 +345,12 @@ class Ipam:
             old = stored.lease if stored else None
             if old is not None and old.kind == KIND_HOST:
                 if old.host != self.host and not remove:
-                    raise Conflict(f"{ip} is the address of host {old.host}")
+                    raise Conflict(f"{ip} is the address of host {old.host}", reason="host_address")
                 return old, None
             if old is not None and old.kind == KIND_CONTAINER:
                 if remove:
                     return old, None
-                raise Conflict(f"{ip} is already in use ({old.describe()})")
+                raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
             users = set(old.users) if old else set()
             if remove:
                 if old is None:
