@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from . import cas
 from .model import STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
-from .stores.base import Compare, Delete, Entry, Op, Put, Store
+from .stores.base import Compare, Delete, Entry, KeyChange, Op, Put, Store, Watch
 
 T = TypeVar("T")
 
@@ -356,3 +356,60 @@ class State:
             return answer, [Put(key, record) if record is not None else Delete(key)]
 
         return cas.update(self.store, key, raw, max_wait=max_wait)
+
+    # -- changes, for watching the state (``shrike events``)
+    def revision(self) -> int:
+        """The store's revision now: changes after it are yet to come."""
+        return self.store.revision()
+
+    def lease_changes(self, after: int, until: int) -> list[LeaseChange]:
+        """How the leases changed at the store revisions in ``(after, until]``; raises
+        :class:`~shrike_cli.stores.base.HistoryLost` when the store no longer has them."""
+        return [_lease_change(change) for change in self.store.changes(LEASES, after, until)]
+
+    def watch_leases(self, after: int | None = None) -> LeaseWatch:
+        """Follow the leases' changes after revision ``after`` (None: from now on)."""
+        return LeaseWatch(self.store.watch(LEASES, after))
+
+
+@dataclass(frozen=True)
+class LeaseChange:
+    """The lease of ``ip`` as it was and as it became at store ``revision`` (None: no
+    record)."""
+
+    revision: int
+    ip: IPv4
+    before: Lease | None
+    after: Lease | None
+
+
+def _lease_change(change: KeyChange) -> LeaseChange:
+    before = Lease.from_json(change.before.value) if change.before else None
+    after = Lease.from_json(change.after.value) if change.after else None
+    return LeaseChange(change.revision, IPv4(change.key.removeprefix(LEASES)), before, after)
+
+
+class LeaseWatch:
+    """The leases' changes as they happen (:meth:`State.watch_leases`)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def next(self, timeout: float) -> list[LeaseChange]:
+        """The next changes, waiting up to ``timeout`` seconds for some (see
+        :meth:`Watch.next <shrike_cli.stores.base.Watch.next>`)."""
+        return [_lease_change(change) for change in self._watch.next(timeout)]
+
+    @property
+    def position(self) -> int:
+        """Every change up to this revision has been returned: watch again from it."""
+        return self._watch.position
+
+    def close(self) -> None:
+        self._watch.close()
+
+    def __enter__(self) -> LeaseWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
