@@ -79,7 +79,8 @@ def event_of(change: LeaseChange, seen: str) -> Event:
         event = _STATE_EVENTS.get(after.state, after.state)
     else:
         event = UPDATED
-    time = after.since if after.since and (before is None or before.since != after.since) else seen
+    # A new state or record is written with its time; an update keeps the time it had.
+    time = after.since if after.since and event != UPDATED else seen
     return Event(change.revision, time, event, after, change.before)
 
 
@@ -120,6 +121,7 @@ def follow(
         try:
             with state.watch_leases(position) as watch:
                 position = watch.position
+                log.debug("watching the leases after revision %s", position)
                 backoff.reset()
                 while not stopping.is_set():
                     changes = watch.next(poll)

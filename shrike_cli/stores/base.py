@@ -41,7 +41,7 @@ class StoreError(ShrikeError):
 class HistoryLost(StoreError):
     """The changes asked for are no longer kept; those after ``available_after`` are."""
 
-    def __init__(self, message: str, available_after: int) -> None:
+    def __init__(self, message: str, available_after: int = 0) -> None:  # a default, for copy and pickle
         super().__init__(message, reason="history_lost")
         self.available_after = available_after
 
@@ -189,7 +189,8 @@ class Store(ABC):
     @abstractmethod
     def watch(self, prefix: str, after: int | None = None) -> Watch:
         """Follow the changes of the keys under ``prefix`` with a revision above ``after``
-        (None: from now on). Raises :class:`HistoryLost` when those are no longer all kept."""
+        (None: from now on). Raises :class:`HistoryLost`, here or at the first
+        :meth:`Watch.next`, when those are no longer all kept."""
 
     def close(self) -> None:  # noqa: B027 - optional for stores holding no resources
         """Release connections or file handles."""
