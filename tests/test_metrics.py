@@ -261,7 +261,7 @@ def test_a_bad_metrics_address_is_a_usage_error_and_a_busy_one_one_line(tmp_path
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
         busy = server(address)
     assert busy.returncode == 1
     assert busy.stderr.startswith(f"shrike: error: cannot serve metrics on {address}: ")
