@@ -53,11 +53,13 @@ RUN_TIMEOUT = 60.0
 
 
 @contextmanager
-def serving(store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path) -> Iterator[ServerProcess]:
-    """``shrike [STORE OPTIONS] server`` running as in production (without the tests'
-    ``--debug``), stopped by its pid on the way out, also if it fails to start or on
-    Ctrl-C. It dies with the benchmark (``setpriv --pdeathsig``)."""
-    server = ServerProcess(store_args, plugin_dir, name, log_path, debug=False)
+def serving(
+    store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path, server_args: Sequence[str] = ()
+) -> Iterator[ServerProcess]:
+    """``shrike [STORE OPTIONS] server [SERVER_ARGS]`` running as in production (without
+    the tests' ``--debug``), stopped by its pid on the way out, also if it fails to start
+    or on Ctrl-C. It dies with the benchmark (``setpriv --pdeathsig``)."""
+    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, debug=False)
     try:
         server.start()
         yield server

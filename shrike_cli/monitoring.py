@@ -43,14 +43,15 @@ from .background import BackgroundTask
 from .errors import ShrikeError
 from .ipam import Ipam
 from .model import KIND_HOST
-from .ranges import RangeUsage, usage
+from .ranges import RangeUsage, usage_by_state
 
 log = logging.getLogger("shrike.monitoring")
 
 #: How long /healthz waits for the store.
 HEALTH_TIMEOUT = 2.0
-#: How often the address space is counted, by default.
-DEFAULT_REFRESH = 15.0
+#: How often the address space is counted, by default: an alert on a range filling up
+#: needs no fresher figures, and a LAN of 10,000 leases costs about 0.1 s of CPU a count.
+DEFAULT_REFRESH = 30.0
 
 
 # ------------------------------------------------------------------ the address
@@ -106,7 +107,7 @@ class Usage(BackgroundTask):
         """Count the address space now; on failure keep the last figures, and say so."""
         started = time.perf_counter()
         try:
-            figures = usage(self.ipam.config(), self.ipam.leases())
+            figures = usage_by_state(self.ipam.config(), self.ipam.state.lease_states())
         except ShrikeError as err:
             if self._up:
                 log.warning("cannot count the address space for /metrics: %s", err)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import cas
-from .model import STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
+from .model import STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, ip_to_int, now_iso
 from .stores.base import Compare, Delete, Entry, KeyChange, Op, Put, Store, Watch
 
 T = TypeVar("T")
@@ -356,6 +356,11 @@ class State:
             return answer, [Put(key, record) if record is not None else Delete(key)]
 
         return cas.update(self.store, key, raw, max_wait=max_wait)
+
+    def lease_states(self) -> list[tuple[int, str]]:
+        """Every lease's address (an integer) and state, without reading whole leases:
+        what counting the ranges needs (:func:`~shrike_cli.ranges.usage_by_state`)."""
+        return [(ip_to_int(e.value["ip"]), e.value["state"]) for e in self.store.get_prefix(LEASES)]
 
     # -- changes, for watching the state (``shrike events``)
     def revision(self) -> int:
