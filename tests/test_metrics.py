@@ -232,19 +232,24 @@ def test_what_the_docs_name_is_served_also_on_a_unix_socket(tmp_path: Path, sock
                     "Options": {"com.docker.network.endpoint.macaddress": random_mac()},
                 },
             )
-        reply = subprocess.run(
-            ["curl", "-s", "--unix-socket", str(path), "http://shrike/metrics"], capture_output=True, text=True,
-            timeout=30,
-        )  # fmt: skip
-        served = set(re.findall(r"^(shrike_[a-z_]+?)(?:_total|_bucket|_count|_sum)?[{ ]", reply.stdout, re.MULTILINE))
+
+        def metrics() -> str:
+            return subprocess.run(
+                ["curl", "-s", "--unix-socket", str(path), "http://shrike/metrics"], capture_output=True, text=True,
+                timeout=30,
+            ).stdout  # fmt: skip
+
+        text = wait_until(lambda: "shrike_range_size{" in (found := metrics()) and found, what="the ranges counted")
+        served = set(re.findall(r"^(shrike_[a-z_]+?)(?:_total|_bucket|_count|_sum)?[{ ]", text, re.MULTILINE))
     finally:
         server.stop()
     assert not path.exists()
     missing = {name for name in documented_metrics() if name.removesuffix("_total") not in served}
-    assert missing <= {"shrike_store_errors"}  # counted only once the store fails, as test_healthz_follows_etcd shows
+    # Counted only once the store fails, as test_healthz_follows_etcd shows.
+    assert missing <= {"shrike_store_errors_total"}
     # Prometheus' own linter finds nothing to say about the names, types and help texts.
     if promtool := shutil.which("promtool"):
-        lint = subprocess.run([promtool, "check", "metrics"], input=reply.stdout, capture_output=True, text=True)
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
 
 
