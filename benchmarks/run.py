@@ -201,7 +201,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs = (800, 5) if args.quick else (10000, 100)
-    rounds, scrapes = (1, 10) if args.quick else (3, 50)
+    rounds, scrapes = (1, 10) if args.quick else (5, 50)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = bench_rate(open_, count)
         for kind in ("embedded", "etcd"):
@@ -209,7 +209,7 @@ def main() -> int:
         rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
         rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls // 2, rounds)
         rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
-        rows += bench_change_record(Path(tmp), count // 4, 2 * rounds - 1)
+        rows += bench_change_record(Path(tmp), count // 5, 2 * rounds - 1)
         if not args.no_docker:
             rows += bench_docker_run(Path(tmp), docker_runs)
     print(render(rows))
