@@ -90,9 +90,18 @@ def test_the_embedded_store_records_nothing_while_nobody_watches(tmp_path: Path)
         assert lost.value.available_after == before
         assert "records changes only while they are watched" in str(lost.value)
         write(store, Put("leases/a", {"v": 2}), Delete("macs/x"))
-    # An allocation costs no more than before: no row is written for it.
+        # A commit does what it did before there was a record: no trigger, no row.
+        assert triggers(tmp_path) == set()
+        with sqlite3.connect(tmp_path / "shrike.db") as db:
+            assert db.execute("SELECT count(*) FROM changes").fetchone() == (0,)
+        with store.watch("leases/"), store.watch("leases/"):
+            assert triggers(tmp_path) == {"record_put", "record_delete"}
+        assert triggers(tmp_path) == set()  # the last watcher to go took them
+
+
+def triggers(tmp_path: Path) -> set[str]:
     with sqlite3.connect(tmp_path / "shrike.db") as db:
-        assert db.execute("SELECT count(*) FROM changes").fetchone() == (0,)
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
 
 
 def test_a_dead_watcher_stops_the_record_once_expired(tmp_path: Path) -> None:
@@ -109,6 +118,7 @@ def test_a_dead_watcher_stops_the_record_once_expired(tmp_path: Path) -> None:
         with sqlite3.connect(tmp_path / "shrike.db") as db:
             assert db.execute("SELECT count(*) FROM watchers").fetchone() == (0,)
             assert db.execute("SELECT count(*) FROM changes WHERE key = 'leases/a'").fetchone() == (1,)
+        assert triggers(tmp_path) == set()
         # The next watcher starts the record afresh; the watch that outlived its
         # registration is told it missed changes.
         with store.watch("leases/"), pytest.raises(HistoryLost):

@@ -9,9 +9,11 @@ failing half way.
 
 Changes are recorded (the ``changes`` table, read by :meth:`EmbeddedStore.watch` and
 :meth:`EmbeddedStore.changes`) only while someone watches: a watcher registers in
-``watchers`` and renews its row, and the triggers that write ``changes`` fire only while
-that table has a row. Recording costs an allocation about a tenth of its time (one more
-table written per commit), which nobody should pay for a watch that is not running.
+``watchers`` and renews its row; the first one creates the triggers that write
+``changes``, the last one to go drops them. Recording costs an allocation a tenth of its
+time or so (one more table written per commit), which nobody should pay for a watch that
+is not running: without a watcher, a commit does exactly what it did before there was a
+record (and every :data:`TRIM_EVERY` commits, one look for expired watchers).
 ``journal.since`` is the revision from which the record is complete: it is set when the
 first watcher arrives, and moves up as old changes are trimmed (the last
 :data:`JOURNAL_KEEP` revisions are kept). A watcher that dies leaves its row to expire.
@@ -65,15 +67,20 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS watchers ( id INTEGER PRIMARY KEY, expires REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS journal ( id INTEGER PRIMARY KEY CHECK (id = 0), since INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO journal (id, since) VALUES (0, 0)",
+)
+
+#: The triggers that record changes, there while a watcher is registered.
+_RECORDING = (
     # BEFORE, so that the row being replaced (INSERT OR REPLACE) is still there to read.
-    "CREATE TRIGGER IF NOT EXISTS record_put BEFORE INSERT ON kv WHEN EXISTS (SELECT 1 FROM watchers) BEGIN"
+    "CREATE TRIGGER IF NOT EXISTS record_put BEFORE INSERT ON kv BEGIN"
     " INSERT INTO changes (rev, key, old, old_rev, new) VALUES (NEW.rev, NEW.key,"
     " (SELECT value FROM kv WHERE key = NEW.key), (SELECT rev FROM kv WHERE key = NEW.key), NEW.value); END",
     # A delete's revision is the one the transaction is writing: txn() sets store_revision last.
-    "CREATE TRIGGER IF NOT EXISTS record_delete AFTER DELETE ON kv WHEN EXISTS (SELECT 1 FROM watchers) BEGIN"
+    "CREATE TRIGGER IF NOT EXISTS record_delete AFTER DELETE ON kv BEGIN"
     " INSERT INTO changes (rev, key, old, old_rev, new) VALUES ((SELECT rev + 1 FROM store_revision WHERE id = 0),"
     " OLD.key, OLD.value, OLD.rev, NULL); END",
 )
+_NOT_RECORDING = ("DROP TRIGGER IF EXISTS record_put", "DROP TRIGGER IF EXISTS record_delete")
 
 # The same SQL strings every time, so sqlite3's statement cache hands back prepared
 # statements. Text keys compare with SQLite's default BINARY collation (memcmp of UTF-8),
@@ -260,8 +267,7 @@ class EmbeddedStore(Store):
         if not changed:
             return TxnResult(succeeded=True, revision=current)
         conn.execute(_SET_STORE_REV, (new,))
-        if new % TRIM_EVERY == 0:
-            conn.execute(_EXPIRE_WATCHERS, (time.time(),))
+        if new % TRIM_EVERY == 0 and _expire_watchers(conn):
             conn.execute("DELETE FROM changes WHERE rev <= ?", (new - JOURNAL_KEEP,))
             conn.execute("UPDATE journal SET since = max(since, ?) WHERE id = 0", (new - JOURNAL_KEEP,))
         return TxnResult(succeeded=True, revision=new)
@@ -277,14 +283,15 @@ class EmbeddedStore(Store):
 
         def register(conn: sqlite3.Connection) -> int:
             now = time.time()
-            conn.execute(_EXPIRE_WATCHERS, (now,))
             if watcher is not None:
                 renewed = conn.execute("UPDATE watchers SET expires = ? WHERE id = ?", (now + WATCHER_TTL, watcher))
                 if renewed.rowcount:
                     return watcher
-            if conn.execute("SELECT 1 FROM watchers LIMIT 1").fetchone() is None:
+            if not _expire_watchers(conn):
                 conn.execute("DELETE FROM changes")
                 conn.execute("UPDATE journal SET since = (SELECT rev FROM store_revision WHERE id = 0) WHERE id = 0")
+                for statement in _RECORDING:
+                    conn.execute(statement)
             cursor = conn.execute("INSERT INTO watchers (expires) VALUES (?)", (now + WATCHER_TTL,))
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -292,7 +299,11 @@ class EmbeddedStore(Store):
         return self._transaction(register)
 
     def _unregister(self, watcher: int) -> None:
-        self._transaction(lambda conn: conn.execute("DELETE FROM watchers WHERE id = ?", (watcher,)))
+        def unregister(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM watchers WHERE id = ?", (watcher,))
+            _expire_watchers(conn)
+
+        self._transaction(unregister)
 
     def _recorded(self, prefix: str, after: int, until: int) -> list[KeyChange]:
         """The recorded changes under ``prefix`` in ``(after, until]`` (at most a page of
@@ -332,6 +343,18 @@ class EmbeddedStore(Store):
 
     def watch(self, prefix: str, after: int | None = None) -> Watch:
         return _RecordWatch(self, prefix, after)
+
+
+def _expire_watchers(conn: sqlite3.Connection) -> bool:
+    """Drop the watchers whose registration ran out; once none is left, stop recording.
+    Returns whether some watcher is left."""
+    conn.execute(_EXPIRE_WATCHERS, (time.time(),))
+    if conn.execute("SELECT 1 FROM watchers LIMIT 1").fetchone() is not None:
+        return True
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'record_put'").fetchone():
+        for statement in _NOT_RECORDING:
+            conn.execute(statement)
+    return False
 
 
 class _RecordWatch(Watch):
