@@ -3,6 +3,8 @@
 * :func:`bench_metrics_overhead`: RequestAddress/s over the socket from 8 clients, by a
   ``shrike server`` with ``--metrics-address`` (scraped every second) against one
   without, in interleaved rounds (off on, on off, ...), each on a fresh store.
+* :func:`bench_handle_overhead`: the same without HTTP or clients, in this process:
+  :meth:`Driver.handle` on a store timed for the metrics and on the bare store.
 * :func:`bench_scrape`: a /16 with 10,000 leases: how long one scrape takes and how many
   store operations it makes, and how long the background count of the ranges takes.
 * :func:`bench_change_record`: what the embedded store's record of changes (for ``shrike
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import threading
@@ -21,11 +24,14 @@ from pathlib import Path
 
 from benchmarks.plugin import CLIENTS, SOCKET_SUBNET, serving, socket_lan, socket_rate
 from benchmarks.run import LAN, Row, fresh_ipam, percentile
+from shrike_cli.plugin import Driver
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.ranges import usage_by_state
 from shrike_cli.stores import DB_NAME, EmbeddedStore, EtcdStore, Store
+from shrike_cli.stores.measured import MeasuredStore
 from tests.fixtures.etcd import free_port
 from tests.fixtures.metrics import Scrape, scrape
+from tests.fixtures.plugin import random_mac
 
 #: Leases in the /16 of :func:`bench_scrape`.
 SCRAPE_LEASES = 10_000
@@ -100,6 +106,38 @@ def _cpu_seconds(pid: int) -> float:
     """CPU time process ``pid`` has used, user and system (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_handle_overhead(workdir: Path, count: int, rounds: int) -> list[Row]:
+    """The plugin's own work for one RequestAddress (:meth:`Driver.handle`, in this
+    process, no HTTP), on a store timed for the metrics (:class:`MeasuredStore`, what
+    ``--metrics-address`` adds to each request) and on the bare store, in CPU time."""
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    path = "/IpamDriver.RequestAddress"
+    for round_ in range(rounds):
+        for on in (False, True) if round_ % 2 == 0 else (True, False):
+            with EmbeddedStore(workdir / f"handle-{on}-{round_}.db") as bare:
+                driver = Driver(fresh_ipam(MeasuredStore(bare) if on else bare))
+                options = {"com.docker.network.endpoint.macaddress": ""}
+                bodies = []
+                for _ in range(count):
+                    options["com.docker.network.endpoint.macaddress"] = random_mac()
+                    bodies.append(json.dumps({"PoolID": f"shrike/{LAN}", "Address": "", "Options": options}).encode())
+                started = time.process_time()
+                for body in bodies:
+                    driver.handle(path, body)
+                cpu[on].append((time.process_time() - started) / count)
+    ratio = statistics.median(off / on for on, off in zip(cpu[True], cpu[False], strict=True))
+    on_us, off_us = statistics.median(cpu[True]) * 1e6, statistics.median(cpu[False]) * 1e6
+    return [
+        Row(
+            f"Driver.handle(RequestAddress) per CPU second, in process: metrics on / off, {rounds} paired rounds",
+            "embedded",
+            f"{off_us:.0f} / {on_us:.0f} us a call: {ratio:.3f}",
+            ">= 0.95",
+            ratio >= 0.95,
+        )
+    ]
 
 
 def _store_operations(found: Scrape) -> float:

@@ -1,6 +1,6 @@
 """Allocator, plugin and metrics benchmarks on both stores, in one run, printed as a Markdown table.
 
-    python3 benchmarks/run.py               # everything (2-4 minutes on 2 cores)
+    python3 benchmarks/run.py               # everything (8-12 minutes on 2 cores)
     python3 benchmarks/run.py --no-docker   # without the docker run comparison
     python3 benchmarks/run.py --quick       # smaller samples, for a smoke run
 
@@ -194,22 +194,23 @@ def main() -> int:
     parser.add_argument("--no-docker", action="store_true", help="skip the docker run comparison (needs root)")
     args = parser.parse_args()
     # Imported here: benchmarks/plugin.py and metrics.py import Row from this file.
-    from benchmarks.metrics import bench_change_record, bench_metrics_overhead, bench_scrape
+    from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape
     from benchmarks.plugin import bench_docker_run, bench_socket
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
     signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs = (800, 5) if args.quick else (10000, 100)
-    rounds, scrapes = (1, 10) if args.quick else (5, 50)
+    rounds, scrapes = (1, 10) if args.quick else (11, 50)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = bench_rate(open_, count)
         for kind in ("embedded", "etcd"):
             rows += bench_fill(open_, kind, sample)
         rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
-        rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls // 2, rounds)
+        rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls * 2 // 5, rounds)
+        rows += bench_handle_overhead(Path(tmp), count // 5, rounds)
         rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
-        rows += bench_change_record(Path(tmp), count // 5, 2 * rounds - 1)
+        rows += bench_change_record(Path(tmp), count // 5, rounds)
         if not args.no_docker:
             rows += bench_docker_run(Path(tmp), docker_runs)
     print(render(rows))
