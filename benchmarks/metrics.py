@@ -68,7 +68,7 @@ def bench_metrics_overhead(etcd_url: str, workdir: Path, calls: int, rounds: int
                 # The ranges are counted at the start and then every 30 s: that cost is
                 # bench_scrape's row, per count.
                 extra = ["--metrics-address", address] if on else []
-                with serving(options, sockets, name, workdir / f"server-{name}.log", extra) as server:
+                with serving(options, sockets, name, workdir / f"server-{name}.log", server_args=extra) as server:
                     with PluginClient(server.path) as client:
                         pool_id = client.request_pool(SOCKET_SUBNET)
                     stop = threading.Event()
@@ -171,7 +171,7 @@ def bench_scrape(open_: Callable[[str], Store], etcd_url: str, workdir: Path, sa
         url = f"http://{address}"
         # Counted once, at the start: any store operation later would be a scrape's.
         extra = ["--metrics-address", address, "--metrics-refresh", "1h"]
-        with serving(options, sockets, f"scrape-{kind}", workdir / f"server-scrape-{kind}.log", extra):
+        with serving(options, sockets, f"scrape-{kind}", workdir / f"server-scrape-{kind}.log", server_args=extra):
             deadline = time.monotonic() + 60
             while not (first := scrape(url)).value("shrike_usage_read_timestamp_seconds"):
                 assert time.monotonic() < deadline, "the server did not count the ranges within 60 s"

@@ -22,10 +22,13 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
+
+from docker.models.networks import Network
 
 from benchmarks.run import Row, percentile
 from shrike_cli.ipam import Ipam
@@ -54,12 +57,19 @@ RUN_TIMEOUT = 60.0
 
 @contextmanager
 def serving(
-    store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path, server_args: Sequence[str] = ()
+    store_args: Sequence[str],
+    plugin_dir: Path,
+    name: str,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    server_args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """``shrike [STORE OPTIONS] server [SERVER_ARGS]`` running as in production (without
-    the tests' ``--debug``), stopped by its pid on the way out, also if it fails to start
-    or on Ctrl-C. It dies with the benchmark (``setpriv --pdeathsig``)."""
-    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, debug=False)
+    the tests' ``--debug``; following the dockerd ``env``'s DOCKER_HOST names, if any),
+    stopped by its pid on the way out, also if it fails to start or on Ctrl-C. It dies
+    with the benchmark (``setpriv --pdeathsig``)."""
+    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, env=env, debug=False)
     try:
         server.start()
         yield server
@@ -202,23 +212,42 @@ def docker_run_times(dockerd: DockerDaemon, networks: Sequence[str], samples: in
     return times
 
 
-def bench_docker_run(workdir: Path, samples: int) -> list[Row]:
-    """The median ``docker run`` on a shrike (embedded store) network over the same on
-    an equal network with the built-in IPAM, measured side by side."""
+@dataclass
+class Twins:
+    """A private dockerd with two equal bridge networks: ``ours`` on a ``shrike server``
+    (embedded store in ``state``, following that dockerd, as in production), ``builtin``
+    on Docker's built-in IPAM; ``tracker`` removes what a benchmark adds."""
+
+    dockerd: DockerDaemon
+    state: Path
+    tracker: Tracker
+    ours: Network
+    builtin: Network
+
+
+@contextmanager
+def twin_networks(workdir: Path, name: str) -> Iterator[Twins]:
+    """:class:`Twins`, everything stopped and removed by PID on the way out."""
     with ExitStack() as cleanup:
         # Unwound in reverse: networks go while the plugin still answers, then the
         # plugin, then dockerd (its containers, namespaces and folders).
         dockerd = DockerDaemon(workdir)
         cleanup.callback(dockerd.stop)
         dockerd.start()
-        state = workdir / "docker-state"
+        state = workdir / f"{name}-state"
         store = EmbeddedStore(state / DB_NAME)
         try:
             declare_lan(Ipam(store))  # the same host name as the server's: this machine's
         finally:
             store.close()
         server = cleanup.enter_context(
-            serving(["--state-dir", str(state)], Path(PLUGIN_DIR), f"shrike-bench-{os.getpid()}", workdir / "srv.log")
+            serving(
+                ["--state-dir", str(state)],
+                Path(PLUGIN_DIR),
+                f"shrike-{name}-{os.getpid()}",
+                workdir / f"{name}-server.log",
+                env=dockerd.env,
+            )
         )
         tracker = Tracker(dockerd.client)
         cleanup.callback(lambda: tracker.cleanup(time.monotonic() + API_CLEANUP_BUDGET))
@@ -226,7 +255,14 @@ def bench_docker_run(workdir: Path, samples: int) -> list[Row]:
         builtin = create_network(
             dockerd, tracker, "default", BUILTIN_SUBNET, BUILTIN_GATEWAY, {"DefaultGatewayIPv4": BUILTIN_ROUTER}
         )
-        shrike_ms, builtin_ms = docker_run_times(dockerd, [ours.name, builtin.name], samples)
+        yield Twins(dockerd, state, tracker, ours, builtin)
+
+
+def bench_docker_run(workdir: Path, samples: int) -> list[Row]:
+    """The median ``docker run`` on a shrike (embedded store) network over the same on
+    an equal network with the built-in IPAM, measured side by side."""
+    with twin_networks(workdir, "docker-run") as twins:
+        shrike_ms, builtin_ms = docker_run_times(twins.dockerd, [twins.ours.name, twins.builtin.name], samples)
     ours_median, builtin_median = statistics.median(shrike_ms), statistics.median(builtin_ms)
     ratio = ours_median / builtin_median
     pairs = statistics.median(a / b for a, b in zip(shrike_ms, builtin_ms, strict=True))

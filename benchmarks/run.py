@@ -191,28 +191,36 @@ def render(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small samples: checks that it runs, not how fast")
-    parser.add_argument("--no-docker", action="store_true", help="skip the docker run comparison (needs root)")
+    parser.add_argument("--no-docker", action="store_true", help="skip the rows that need dockerd (and root)")
+    parser.add_argument(
+        "--only-restarts", action="store_true", help="only the restart rows (a private dockerd: needs root)"
+    )
     args = parser.parse_args()
     # Imported here: benchmarks/plugin.py and metrics.py import Row from this file.
     from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape
     from benchmarks.plugin import bench_docker_run, bench_socket
+    from benchmarks.restarts import bench_restarts
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
     signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
-    plugin_calls, docker_runs = (800, 5) if args.quick else (10000, 100)
+    plugin_calls, docker_runs, restarts = (800, 5, 3) if args.quick else (10000, 100, 20)
     rounds, scrapes = (1, 10) if args.quick else (11, 50)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
-        rows = bench_rate(open_, count)
-        for kind in ("embedded", "etcd"):
-            rows += bench_fill(open_, kind, sample)
-        rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
-        rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls * 2 // 5, rounds)
-        rows += bench_handle_overhead(Path(tmp), count // 5, rounds)
-        rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
-        rows += bench_change_record(Path(tmp), count // 5, rounds)
+        rows = []
+        if not args.only_restarts:
+            rows += bench_rate(open_, count)
+            for kind in ("embedded", "etcd"):
+                rows += bench_fill(open_, kind, sample)
+            rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
+            rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls * 2 // 5, rounds)
+            rows += bench_handle_overhead(Path(tmp), count // 5, rounds)
+            rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
+            rows += bench_change_record(Path(tmp), count // 5, rounds)
+            if not args.no_docker:
+                rows += bench_docker_run(Path(tmp), docker_runs)
         if not args.no_docker:
-            rows += bench_docker_run(Path(tmp), docker_runs)
+            rows += bench_restarts(Path(tmp), restarts)
     print(render(rows))
     return 0 if all(row.ok is not False for row in rows) else 1
 

@@ -30,3 +30,8 @@ class NotFound(ShrikeError):
 
 class Conflict(ShrikeError):
     """The request collides with what is stored (address in use, range full)."""
+
+
+class Damaged(ShrikeError):
+    """A record in the store does not have the shape shrike writes (edited by hand, or
+    written by something else)."""

@@ -14,13 +14,14 @@ people and scripts. Addresses are text, checked as they come in.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from .allocator import Allocator
+from .allocator import Allocator, Returning
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
     KIND_CONTAINER,
@@ -28,6 +29,7 @@ from .model import (
     KIND_HOST,
     SHARED_KINDS,
     STATE_HELD,
+    STATE_PARKED,
     STATE_RELEASED,
     STATE_RESERVED,
     Config,
@@ -41,10 +43,12 @@ from .model import (
 )
 from .pools import Pool, Pools
 from .ranges import Declared, declare_host_range, declare_ip_range
-from .state import Change, PreconditionFailed, State, StoredLease
+from .state import Change, Parked, PreconditionFailed, State, StoredLease
 from .stores.base import Store
 
 T = TypeVar("T")
+
+log = logging.getLogger("shrike.ipam")
 
 #: How long a long-running caller (the plugin) trusts its copy of the declarations.
 CONFIG_TTL = 2.0
@@ -61,6 +65,30 @@ def _pool(pool: Pool | str, sub_pool: str | None = None) -> Pool:
 
 def _subnet(subnet: Subnet | str, what: str = "subnet") -> Subnet:
     return Subnet.parse(subnet, what) if isinstance(subnet, str) else subnet
+
+
+def _parked_as(lease: Lease, entry: Parked) -> bool:
+    """Whether ``lease`` is still parked for the container ``entry`` was read for."""
+    return lease.state == STATE_PARKED and lease.owner.get("container_id", "") == entry.container_id
+
+
+def _counted(refs: dict[str, dict[str, int]], host: str, pool: Pool | None, delta: int) -> dict[str, dict[str, int]]:
+    """``refs`` of a shared record once ``host`` uses it once more (``delta`` +1) or once
+    less (-1) in ``pool``, or no more (0) in ``pool`` (None: nobody, anywhere). A release
+    whose pool has no count takes one from a count of unknown pool (records written
+    before 0.2), or, naming no pool, from any of the host's."""
+    if pool is None and delta == 0:
+        return {}
+    mine = refs.setdefault(host, {})
+    name = pool.name if pool is not None else ""
+    if delta < 0 and name not in mine:
+        name = "" if "" in mine else (min(mine, default="") if pool is None else name)
+    count = mine.get(name, 0) + delta if delta else 0
+    if count > 0:
+        mine[name] = count
+    else:
+        mine.pop(name, None)
+    return {h: pools for h, pools in refs.items() if pools}
 
 
 class Ipam:
@@ -126,6 +154,26 @@ class Ipam:
 
         return self._with_config(find)
 
+    def check_pool(self, pool: Pool) -> None:
+        """Docker's RequestPool: ``pool`` must hold container addresses and lie in a LAN
+        shrike serves (a declared LAN subnet, or where none is declared the subnet an
+        ip-range was typed in), never wider: its prefix length becomes every container's
+        netmask. A sub-pool (``--ip-range``) narrows where dynamic addresses come from.
+        The declarations are read afresh: a network is created rarely, maybe right after
+        a declaration."""
+        config = self.config()
+        self.windows(pool)
+        lans = set(config.lans) | {config.lan_of(r) for r in config.ip_ranges}
+        if any(lan.holds(pool.subnet) for lan in lans):
+            return
+        near = sorted(lan for lan in lans if lan.overlaps(pool.subnet))
+        raise InvalidInput(
+            f"{pool.subnet} is wider than the LAN {', '.join(map(str, near))}: give docker network create"
+            f" --subnet {near[0]} (and --ip-range for a part of it)"
+            if near
+            else f"{pool.subnet} is not a LAN shrike serves ({', '.join(map(str, sorted(lans)))})"
+        )
+
     def request_address(
         self,
         pool: Pool | str,
@@ -134,10 +182,16 @@ class Ipam:
         sub_pool: str | None = None,
         mac: str | None = None,
         owner: dict[str, str] | None = None,
+        returning: Returning | None = None,
     ) -> Lease:
         """Give a container an address of ``pool``: ``ip`` if given and free (Docker's
         ``--ip``), else the next one by the allocation policy. The lease's ``cidr``
-        carries the pool's prefix length. ``sub_pool`` narrows a pool given as text."""
+        carries the pool's prefix length. ``sub_pool`` narrows a pool given as text.
+
+        ``owner`` is what the request says of its container; with a ``name`` (newer
+        engines send it), that container's reservation is its address, and an address
+        reserved or parked for another name is refused. ``returning`` says how to find
+        the address parked for a container coming back (see :class:`Returning`)."""
         pool = _pool(pool, sub_pool)
         holder = Holder(
             kind=KIND_CONTAINER,
@@ -147,9 +201,15 @@ class Ipam:
             mac=validate_mac(mac) if mac else "",
             owner=dict(owner or {}),
         )
-        if ip is None:
-            return self.allocator.allocate(self.windows(pool), holder)
-        return self._claim_container(holder, _address(ip, "address"))
+        container = holder.owner.get("name", "")
+        if ip is None and container:
+            reserved, _ = self.state.reservation(container)
+            if reserved is not None:
+                ip = reserved
+        if ip is not None:
+            return self._claim_container(holder, _address(ip, "address"))
+        where = f"the network's sub-pool {pool.sub_pool} of {pool.subnet}" if pool.sub_pool else ""
+        return self.allocator.allocate(self.windows(pool), holder, returning=returning, where=where)
 
     def _claim_container(self, holder: Holder, ip: IPv4, **kwargs: object) -> Lease:
         pool = holder.subnet
@@ -170,44 +230,91 @@ class Ipam:
                 raise InvalidInput(f"{ip} is the gateway of the LAN, not for containers", reason="lan_gateway")
             raise InvalidInput(f"{ip} is outside every container range of {pool}", reason="outside_ranges")
 
-        range_id = self._with_config(locate)
-        return self.allocator.claim(
-            ip,
-            holder,
-            range_id,
-            # Docker's --ip may take up a reservation (its container starting); another
-            # reservation may not.
-            may_take=lambda old: (
-                old.state == STATE_RELEASED
-                or (old.state == STATE_RESERVED and old.kind == KIND_CONTAINER and not holder.name)
-            ),
-            **kwargs,  # type: ignore[arg-type]
-        )
+        container = holder.owner.get("name", "")
 
-    def release_address(self, ip: str) -> Lease | None:
+        def may_take(old: Lease) -> bool:
+            if old.state == STATE_RELEASED:
+                return True
+            if old.kind != KIND_CONTAINER or holder.name:  # a reservation takes no other's
+                return False
+            if old.state == STATE_RESERVED:
+                # Docker's --ip may take up a reservation: its container starting. A
+                # request that names its container must be that reservation's.
+                if container and container != old.name:
+                    raise Conflict(f"{ip} is reserved for {old.name}, not for {container}", reason="reserved")
+                return True
+            if old.state == STATE_PARKED and old.host == holder.host:
+                # The same dockerd asks again for an address parked for one of its stopped
+                # containers: a container started with --ip comes back with it.
+                if container and old.owner.get("name") not in (None, "", container):
+                    kept = f"{ip} is kept for the stopped container {old.holder} on {old.host}"
+                    raise Conflict(kept, reason="parked")
+                return True
+            return False
+
+        range_id = self._with_config(locate)
+        return self.allocator.claim(ip, holder, range_id, may_take=may_take, **kwargs)  # type: ignore[arg-type]
+
+    def release_address(self, ip: str, pool: Pool | None = None, *, keep: bool = False) -> Lease | None:
         """Docker's ReleaseAddress: free a container address (a named reservation stays
-        reserved), drop this host from a shared gateway/aux record; host addresses and
-        unknown addresses are left alone."""
+        reserved), or drop one reference of this host to a shared gateway/aux record.
+        Host addresses and unknown addresses are left alone. With ``keep`` (dockerd's
+        releases: it releases the addresses of containers that stop), an address whose
+        lease names its container is parked for it instead of freed.
+
+        Given the ``pool`` the release names, only an address of that pool that this host
+        took is released: a late or stray release (from another host's dockerd, or naming
+        another pool) is logged and changes nothing."""
         stored = self.state.lease(ip)
         if stored is None:
             return None
         lease = stored.lease
+
+        def ours(current: Lease) -> bool:
+            if pool is not None and not pool.subnet.contains(int(current.ip)):
+                log.warning("not releasing %s: it is not in the pool %s the release names", ip, pool.name)
+                return False
+            if current.kind == KIND_CONTAINER and current.host != self.host:
+                log.warning("not releasing %s: host %s took it, not this host (%s)", ip, current.host, self.host)
+                return False
+            return True
+
         if lease.kind == KIND_CONTAINER:
-            return self.allocator.release(ip)
-        if lease.kind in SHARED_KINDS:
-            return self._update_shared(_address(ip, "address"), remove=True)
+            return self.allocator.release(ip, keep=keep, accept=ours)
+        if lease.kind in SHARED_KINDS and ours(lease):
+            return self._update_shared(lease.ip, pool, -1)
         return lease
 
-    def release_container(self, ip: str) -> Lease:
+    def release_container(
+        self, ip: str, *, force: bool = False, live: Callable[[str], Sequence[str]] | None = None
+    ) -> Lease:
         """The operator's ``release --ip``: free a container address, ending its
-        reservation if it has one. An address no container holds is an error."""
-        _address(ip, "--ip")
+        reservation if it has one, or an orphaned gateway/aux record. An address no
+        container holds is an error.
+
+        An address a live container holds is refused, as far as shrike can know: its
+        lease names its container, or ``live(ip)`` (this host's dockerd, asked by the
+        caller) names containers holding it. ``force`` releases it anyway, with a warning:
+        two containers may then end up with one address."""
+        address = _address(ip, "--ip")
         current = self.lease(ip)
         if current is None or current.state == STATE_RELEASED:
             raise NotFound(f"no container holds {ip}")
+        if current.kind in SHARED_KINDS:
+            return self._update_shared(address, None, 0)
         if current.kind != KIND_CONTAINER:
             hint = " (use --host)" if current.kind == KIND_HOST else ""
             raise InvalidInput(f"{ip} is a {current.kind} address, not a container's{hint}")
+        holders = []
+        if current.state == STATE_HELD:
+            if current.owner:
+                holders.append(f"container {current.holder} on host {current.host}")
+            if live is not None and current.host == self.host:
+                holders += [f"container {name} on host {self.host}" for name in live(ip) if name != current.holder]
+        if holders and not force:
+            raise Conflict(f"{ip} is held by {' and '.join(holders)}: stop it first, or give --force")
+        if holders:
+            log.warning("releasing %s although %s holds it: two containers may share it", ip, " and ".join(holders))
         lease = self.allocator.release(ip, end_reservation=True)
         if lease is not None and lease.state == STATE_HELD:
             # A reservation ended on a running container; the operator asked for the address.
@@ -258,20 +365,31 @@ class Ipam:
                 continue  # someone reserved the same name meanwhile: answer with theirs
 
     def _reservation_subnet(self, ip: IPv4 | None, subnet: Subnet | str | None) -> Subnet:
+        """The LAN a reservation is made in: ``subnet`` if given (it must be one with
+        container ranges), else the LAN of ``ip``, else the only one."""
+        config = self.config()
+        lans = sorted({config.lan_of(r) for r in config.ip_ranges})
         if subnet:
-            return _subnet(subnet, "--subnet")
-        config = self.config(fresh=False)
+            chosen = _subnet(subnet, "--subnet")
+            if chosen not in lans:
+                served = ", ".join(map(str, lans)) or "none: no container range is declared"
+                raise InvalidInput(f"--subnet {chosen} is not a LAN with container ranges (those: {served})")
+            return chosen
         if ip:
             container_range = config.container_range_of(int(ip))
             if container_range is None:
                 raise InvalidInput(f"{ip} is outside every container range")
             return config.lan_of(container_range)
-        subnets = {config.lan_of(r) for r in config.ip_ranges}
-        if len(subnets) != 1:
+        if len(lans) != 1:
             raise InvalidInput(
-                "give --subnet: " + ("no container range is declared" if not subnets else "there are several subnets")
+                "give --subnet: "
+                + (
+                    f"there are several LANs ({', '.join(map(str, lans))})"
+                    if lans
+                    else "no container range is declared"
+                )
             )
-        return subnets.pop()
+        return lans[0]
 
     def release_name(self, name: str) -> Lease:
         """End a reservation; a running container keeps its address until it stops."""
@@ -297,8 +415,13 @@ class Ipam:
             assert subnet is not None
             return subnet
 
+        def may_take(old: Lease) -> bool:
+            if old.kind == KIND_HOST and old.host != self.host:
+                raise Conflict(f"{ip} is the address of host {old.host}")
+            return old.is_host_of(self.host)
+
         holder = Holder(kind=KIND_HOST, state=STATE_HELD, subnet=self._with_config(locate), host=self.host)
-        return self.allocator.claim(address, holder, may_take=lambda old: old.is_host_of(self.host))
+        return self.allocator.claim(address, holder, may_take=may_take)
 
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""
@@ -316,6 +439,30 @@ class Ipam:
 
         return self.state.update_lease(ip, decide, max_wait=self.max_wait)
 
+    # ------------------------------------------------ addresses parked for containers
+    def parked(self) -> list[Parked]:
+        """The addresses parked for this host's stopped containers."""
+        return self.state.parked(self.host)
+
+    def release_parked(self, entry: Parked) -> Lease | None:
+        """Free an address parked for a container that no longer exists (None: it was
+        taken back or changed meanwhile)."""
+        return self.allocator.release(entry.ip, accept=lambda lease: _parked_as(lease, entry))
+
+    def rename_parked(self, entry: Parked, name: str) -> Lease | None:
+        """Follow a rename of the stopped container an address is parked for: a request
+        naming the container by its new name gets the address back."""
+
+        def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
+            if stored is None or not _parked_as(stored.lease, entry):
+                return None, None
+            new = replace(stored.lease, owner={**stored.lease.owner, "name": name})
+            change = Change()
+            change.write(new, previous=stored.lease)
+            return new, change
+
+        return self.state.update_lease(entry.ip, decide, max_wait=self.max_wait)
+
     def own_addresses(self, subnet: Subnet | None = None) -> list[IPv4]:
         """This host's own LAN addresses (recorded by ``create-network``), in ``subnet`` if given."""
         return [
@@ -324,44 +471,77 @@ class Ipam:
             if lease.is_host_of(self.host) and (subnet is None or subnet.contains(int(lease.ip)))
         ]
 
-    # ------------------------------------------------------- gateway and aux
-    def request_gateway(self, pool: Pool | Subnet | str, ip: str, *, kind: str = KIND_GATEWAY) -> Lease:
-        """Record a Docker network's gateway (``kind=gateway``) or aux address
-        (``kind=reserved``). Shared by every host whose network names it; never a
-        container address. This host's own host address is accepted as gateway."""
-        subnet = pool.subnet if isinstance(pool, Pool) else _subnet(pool)
-        address = _address(ip, "address")
-        if not subnet.covers(int(address), int(address)):
-            raise InvalidInput(f"{ip} is not a usable address of {subnet}")
-        if self._with_config(lambda c: c.container_range_of(int(address))):
-            raise InvalidInput(f"{ip} is a container address; a gateway or aux address must lie outside ip-range")
-        return self._update_shared(address, Holder(kind=kind, state=STATE_HELD, subnet=subnet, host=self.host))
+    # ------------------------------------------------------------------ pools
+    def request_pool(self, pool: Pool) -> Pool:
+        """Docker's RequestPool: check ``pool`` (:meth:`check_pool`) and count one more
+        network of this host using it."""
+        self.check_pool(pool)
+        return self.pools.acquire(pool)
 
-    def _update_shared(self, ip: IPv4, holder: Holder | None = None, *, remove: bool = False) -> Lease | None:
-        """Add this host to the users of a shared gateway/aux record (``holder`` describes
-        a new one), or with ``remove`` drop it; the record goes with its last user."""
+    def release_pool(self, pool: Pool) -> Pool:
+        """Docker's ReleasePool: one network of this host less. With its last one, the
+        gateway and aux addresses it asked for in the pool go too: dockerd releases
+        them when it removes a network, but not when a ``network create`` fails."""
+        record = self.pools.release(pool)
+        if record.refs.get(self.host, 0) == 0:
+            for lease in self.leases():
+                if lease.kind in SHARED_KINDS and pool.name in lease.refs.get(self.host, {}):
+                    self._update_shared(lease.ip, pool, 0)
+        return record
+
+    # ------------------------------------------------------- gateway and aux
+    def request_gateway(self, pool: Pool | Subnet | str, ip: str, *, kind: str = KIND_GATEWAY) -> Lease | None:
+        """Record a Docker network's gateway (``kind=gateway``) or aux address
+        (``kind=aux``), never a container address. Such records are shared by every
+        network naming the address, counted per host and pool.
+
+        A gateway in a host range is a host's own LAN address (a bridge network's
+        gateway is the host's address on its bridge): free or this host's, it becomes
+        this host's host lease, as ``create-network`` records it; another host's is
+        refused. An aux address in a host range, or the LAN's gateway, is kept from
+        containers already: it is acknowledged and nothing is recorded (None)."""
+        pool = pool if isinstance(pool, Pool) else Pool(_subnet(pool))
+        address = _address(ip, "address")
+        if not pool.subnet.covers(int(address), int(address)):
+            raise InvalidInput(f"{ip} is not a usable address of {pool.subnet}")
+        config = self.config()  # rare (network create), and a new host range must count
+        if config.container_range_of(int(address)):
+            raise InvalidInput(f"{ip} is a container address; a gateway or aux address must lie outside ip-range")
+        if config.host_range_of(int(address)):
+            return self.claim_host(address) if kind == KIND_GATEWAY else None
+        if kind != KIND_GATEWAY and config.is_lan_gateway(int(address)):
+            return None
+        return self._update_shared(
+            address, pool, +1, Holder(kind=kind, state=STATE_HELD, subnet=pool.subnet, host=self.host)
+        )
+
+    def _update_shared(self, ip: IPv4, pool: Pool | None, delta: int, holder: Holder | None = None) -> Lease | None:
+        """Count one more (``delta`` +1, ``holder`` describing a new record) or one less
+        (-1) use of a shared gateway/aux record by this host's networks in ``pool``; 0
+        drops this host's uses in ``pool`` (all hosts' uses when ``pool`` is None: the
+        operator's release). The record goes with its last use."""
 
         def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
             old = stored.lease if stored else None
             if old is not None and old.kind == KIND_HOST:
-                if old.host != self.host and not remove:
+                if old.host != self.host and delta > 0:
                     raise Conflict(f"{ip} is the address of host {old.host}", reason="host_address")
                 return old, None
             if old is not None and old.kind == KIND_CONTAINER:
-                if remove:
+                if delta <= 0:
                     return old, None
                 raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
-            users = set(old.users) if old else set()
-            if remove:
-                if old is None:
-                    return None, None
-                users.discard(self.host)
-                base = old
-            else:
-                users.add(self.host)
+            if old is None and delta <= 0:
+                return None, None
+            if old is None:
                 assert holder is not None
-                base = old or holder.lease(ip)
-            new = replace(base, users=tuple(sorted(users)))
+                old_refs: dict[str, dict[str, int]] = {}
+                base = holder.lease(ip)
+            else:
+                old_refs = {host: dict(pools) for host, pools in old.refs.items()}
+                base = old
+            refs = _counted(old_refs, self.host, pool, delta)
+            new = replace(base, refs=refs)
             if old == new:
                 return new, None
             change = Change()

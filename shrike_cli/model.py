@@ -22,23 +22,28 @@ from .errors import InvalidInput
 KIND_CONTAINER = "container"
 KIND_HOST = "host"
 KIND_GATEWAY = "gateway"
-#: Docker's auxiliary addresses (``--aux-address``), e.g. the LAN router.
-KIND_RESERVED = "reserved"
+#: Docker's auxiliary addresses (``--aux-address``). Records written before 0.2 say
+#: ``reserved``, the word reservations use; they are read as ``aux``.
+KIND_AUX = "aux"
+_LEGACY_AUX = "reserved"
 #: Kinds whose record is shared by every host whose Docker network names the address.
-SHARED_KINDS = (KIND_GATEWAY, KIND_RESERVED)
+SHARED_KINDS = (KIND_GATEWAY, KIND_AUX)
 
 STATE_HELD = "held"
 STATE_RELEASED = "released"
 #: A named reservation whose container is not running: nobody else may take it.
 STATE_RESERVED = "reserved"
+#: Released by a container that still exists (stopped, restarting): kept for it until it
+#: is removed, or until its range has nothing else to give.
+STATE_PARKED = "parked"
 
 
 def ip_to_int(text: str) -> int:
     """Parse a dotted IPv4 address (no prefix length); strict, no shorthand or octal."""
     try:
         return struct.unpack("!I", socket.inet_pton(socket.AF_INET, text))[0]
-    except (OSError, TypeError):
-        raise InvalidInput(f"'{text}' is not an IPv4 address") from None
+    except (OSError, TypeError, ValueError):  # ValueError: a NUL character
+        raise InvalidInput(f"{text!r} is not an IPv4 address") from None
 
 
 def int_to_ip(value: int) -> str:
@@ -333,8 +338,9 @@ class Lease:
     owner: dict[str, str] = field(default_factory=dict)
     #: while released: where the address waits in its range's free list (see :mod:`..state`)
     free_key: str = ""
-    #: gateway/aux records are shared by every host whose network uses them
-    users: tuple[str, ...] = ()
+    #: gateway/aux records are shared: per host, how many of its networks use the
+    #: address, by pool (``{"hostA": {"198.51.100.0/24": 2}}``)
+    refs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Text is accepted where a lease is written by hand (tests, old records) and
@@ -348,6 +354,11 @@ class Lease:
     def cidr(self) -> str:
         """The address with its pool's prefix length, as Docker wants it."""
         return f"{self.ip}/{self.subnet.prefixlen}"
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The hosts whose networks use a shared gateway/aux record."""
+        return tuple(sorted(host for host, pools in self.refs.items() if any(pools.values())))
 
     def is_host_of(self, host: str) -> bool:
         """Whether this is ``host``'s own LAN address."""
@@ -368,15 +379,21 @@ class Lease:
         # Shallow on purpose: asdict deep-copies, and this is on every allocation's path.
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["ip"], data["subnet"] = str(self.ip), str(self.subnet)
-        data["users"], data["owner"] = list(self.users), dict(self.owner)
+        data["refs"] = {host: dict(sorted(pools.items())) for host, pools in sorted(self.refs.items())}
+        data["owner"] = dict(self.owner)
         # Empty fields are noise for a person reading etcdctl output.
         return {k: v for k, v in data.items() if v or k in ("ip", "kind", "state", "subnet")}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Lease:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["users"] = tuple(known.get("users", ()))
-        known["owner"] = dict(known.get("owner", {}))
+        # Before 0.2 a shared record listed its hosts (one network each, pool unknown:
+        # ""), and aux kind records said "reserved".
+        refs = known.get("refs") or {host: {"": 1} for host in data.get("users", ())}
+        known["refs"] = {str(h): {str(p): int(n) for p, n in dict(pools).items()} for h, pools in dict(refs).items()}
+        known["owner"] = {str(k): str(v) for k, v in dict(known.get("owner", {})).items()}
+        if known.get("kind") == _LEGACY_AUX:
+            known["kind"] = KIND_AUX
         return cls(**known)
 
 

@@ -108,9 +108,11 @@ class Usage(BackgroundTask):
         started = time.perf_counter()
         try:
             figures = usage_by_state(self.ipam.config(), self.ipam.state.lease_states())
-        except ShrikeError as err:
-            if self._up:
-                log.warning("cannot count the address space for /metrics: %s", err)
+        except Exception as err:  # never the loop's end: the next count may succeed
+            if self._up or not self._read_at:
+                log.warning(
+                    "cannot count the address space for /metrics: %s", err, exc_info=not isinstance(err, ShrikeError)
+                )
             self._up = False
             return
         self._figures, self._up = figures, True

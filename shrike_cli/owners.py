@@ -4,8 +4,10 @@ IPAM calls carry no container or network id (dockerd 20.10), so the plugin learn
 callers from dockerd itself, through the Docker SDK. :func:`record_owners` matches the
 endpoints dockerd has (a container's address and MAC in one of its networks) with the
 held container leases of this host and writes ``owner`` = container id, name and network
-on each. :class:`OwnerTracker` does it once on (re)connecting, then after dockerd's
-container and network events, on background threads of ``shrike server``.
+on each. :func:`settle_parked` frees the addresses parked for containers that are gone
+and follows renames. :class:`OwnerTracker` does both once on (re)connecting, then after
+dockerd's container and network events, on background threads of ``shrike server``; it
+also notes containers just created, which the plugin asks (:meth:`new_container_starting`).
 
 Every write is a compare-and-swap on the lease as read (:meth:`Ipam.set_owner`), and the
 leases are read before dockerd is asked: an address released or taken again meanwhile
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,18 +27,21 @@ from typing import Any
 import docker
 
 from .background import BackgroundTask, Backoff
-from .docker_api import DockerConnect, docker_client, docker_errors
+from .docker_api import DockerConnect, DockerError, docker_client, docker_errors
 from .ipam import Ipam
 from .model import KIND_CONTAINER, STATE_HELD, Lease
 
 log = logging.getLogger("shrike.owners")
 
 #: dockerd events after which owners may have changed. ``rename`` changes a name; the
-#: others add or remove endpoints.
+#: others add or remove endpoints; ``create`` announces a container's first start.
 EVENT_FILTERS = {
     "type": ["container", "network"],
-    "event": ["start", "die", "destroy", "rename", "connect", "disconnect"],
+    "event": ["create", "start", "die", "destroy", "rename", "connect", "disconnect"],
 }
+#: How long a container created but not started counts as starting (``docker run`` starts
+#: it at once; ``docker create`` may never).
+STARTING = 30.0
 #: After an event, wait this long for the rest of a burst (``docker compose up``, a
 #: dockerd restarting its containers) so that one sweep serves it.
 SETTLE = 0.2
@@ -59,13 +65,17 @@ class Endpoint:
         return {"container_id": self.container_id, "name": self.container_name, "network": self.network}
 
 
+def containers(client: docker.DockerClient) -> list[dict[str, Any]]:
+    """Every container of this dockerd, running or not, as the API lists them."""
+    with docker_errors():
+        return list(client.api.containers(all=True))
+
+
 def endpoints(client: docker.DockerClient) -> list[Endpoint]:
     """Every IPv4 endpoint of this dockerd, in every network: one API call. A stopped
     container keeps its networks in its config but no address, so it has none here."""
     found = []
-    with docker_errors():
-        containers = client.api.containers(all=True)
-    for container in containers:
+    for container in containers(client):
         name = (container.get("Names") or [""])[0].lstrip("/")
         networks: dict[str, dict[str, Any]] = (container.get("NetworkSettings") or {}).get("Networks") or {}
         for network, settings in networks.items():
@@ -98,6 +108,40 @@ def record_owners(ipam: Ipam, client: docker.DockerClient) -> None:
             log.debug("%s is held by %s on %s", lease.ip, holders[0].container_name, holders[0].network)
 
 
+def settle_parked(ipam: Ipam, client: docker.DockerClient) -> None:
+    """Free the addresses parked for this host's containers that are gone (removed while
+    shrike was not looking, or just now), and follow the renames of those that remain.
+    The parked entries are read before dockerd is asked, so a container created after
+    the read cannot be missed; each write is a compare-and-swap on the lease."""
+    parked = ipam.parked()
+    if not parked:
+        return
+    names = {c["Id"]: (c.get("Names") or [""])[0].lstrip("/") for c in containers(client)}
+    for entry in parked:
+        if entry.container_id in names:
+            if entry.name != names[entry.container_id] and ipam.rename_parked(entry, names[entry.container_id]):
+                log.debug("%s: its container %s is now %s", entry.ip, entry.name, names[entry.container_id])
+        elif (entry.container_id or entry.name not in names.values()) and ipam.release_parked(entry):
+            log.info("released %s, parked for %s: the container is gone", entry.ip, entry.name or entry.container_id)
+
+
+def live_holders(connect: DockerConnect = docker_client) -> Callable[[str], list[str]]:
+    """For ``shrike release``: a function naming this host's containers that hold an
+    address, asking dockerd when called; none when dockerd cannot be reached (the
+    lease's owner is then all shrike knows)."""
+
+    def holding(ip: str) -> list[str]:
+        try:
+            with contextlib.closing(connect()) as client:
+                found = endpoints(client)
+        except DockerError as err:
+            log.debug("cannot ask dockerd who holds %s: %s", ip, err)
+            return []
+        return sorted({e.container_name for e in found if e.ip == ip})
+
+    return holding
+
+
 class OwnerTracker(BackgroundTask):
     """Keeps the owners of this host's container leases up to date while dockerd runs.
 
@@ -115,6 +159,25 @@ class OwnerTracker(BackgroundTask):
         self._dirty = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: Any = None  # the SDK's CancellableStream while connected
+        self._created: dict[str, float] = {}  # container id -> when its create event came
+
+    def new_container_starting(self) -> bool:
+        """Whether a container was created on this host in the last :data:`STARTING`
+        seconds and has not started yet: the plugin's next request is probably its."""
+        horizon = time.monotonic() - STARTING
+        with self._stream_lock:
+            self._created = {cid: at for cid, at in self._created.items() if at > horizon}
+            return bool(self._created)
+
+    def _note(self, event: dict[str, Any]) -> None:
+        if event.get("Type") != "container":
+            return
+        container_id = (event.get("Actor") or {}).get("ID") or event.get("id", "")
+        with self._stream_lock:
+            if event.get("Action") == "create":
+                self._created[container_id] = time.monotonic()
+            elif event.get("Action") in ("start", "destroy"):
+                self._created.pop(container_id, None)
 
     def loops(self) -> dict[str, Callable[[], None]]:
         return {"shrike-docker-events": self._watch, "shrike-owners": self._sweep}
@@ -155,7 +218,8 @@ class OwnerTracker(BackgroundTask):
             log.info("following dockerd's container and network events")
             backoff.reset()
             self._dirty.set()
-            for _ in stream:  # ends when dockerd goes away or stop() closes the stream
+            for event in stream:  # ends when dockerd goes away or stop() closes the stream
+                self._note(event)
                 self._dirty.set()
         finally:
             with self._stream_lock:
@@ -174,6 +238,7 @@ class OwnerTracker(BackgroundTask):
                 try:
                     client = client or self.connect()
                     record_owners(self.ipam, client)
+                    settle_parked(self.ipam, client)
                     backoff.reset()
                 except Exception as err:  # the store or dockerd failed: try again later
                     if client is not None:

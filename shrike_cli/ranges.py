@@ -17,6 +17,7 @@ from .model import (
     KIND_CONTAINER,
     KIND_HOST,
     STATE_HELD,
+    STATE_PARKED,
     STATE_RESERVED,
     AddressRange,
     Config,
@@ -182,7 +183,8 @@ class RangeUsage:
 
 
 def usage(config: Config, leases: Iterable[Lease]) -> list[RangeUsage]:
-    """Every declared range with its counts of held and reserved addresses."""
+    """Every declared range with its counts of held and reserved addresses (reserved for
+    a name, or parked for a stopped container: no other container gets them)."""
     return usage_by_state(config, ((int(lease.ip), lease.state) for lease in leases))
 
 
@@ -198,6 +200,13 @@ def usage_by_state(config: Config, states: Iterable[tuple[int, str]]) -> list[Ra
     for (kind, declared), count in counts.items():
         subnet = config.lan_of(declared)
         result.append(
-            RangeUsage(kind, declared, subnet, config.gateway_of(subnet), count[STATE_HELD], count[STATE_RESERVED])
+            RangeUsage(
+                kind,
+                declared,
+                subnet,
+                config.gateway_of(subnet),
+                count[STATE_HELD],
+                count[STATE_RESERVED] + count[STATE_PARKED],
+            )
         )
     return result

@@ -15,7 +15,14 @@ address to two containers, so it is careful:
 * given the plugin's name, nothing is released when no network of this dockerd uses it:
   a wrong ``DOCKER_HOST`` or plugin name would make every lease look leaked.
 
-A leaked named reservation goes back to ``reserved``, as when its container stops.
+A leaked named reservation goes back to ``reserved``, as when its container stops. An
+address parked for a container that no longer exists is leaked too (the server frees
+those itself while it follows dockerd).
+
+Reconcile also reports what must never be: one address on two containers, a lease
+naming another container than the one holding its address, and a container here holding
+an address the store gives to someone else (or to nobody): those are :class:`Duplicate`,
+for a person to look at; nothing is changed for them.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from .background import BackgroundTask
 from .docker_api import DockerConnect, docker_client, docker_errors
 from .errors import InvalidInput
 from .ipam import Ipam
-from .model import Lease
-from .owners import endpoints, host_container_leases
+from .model import KIND_CONTAINER, STATE_HELD, STATE_PARKED, IPv4, Lease
+from .owners import Endpoint, containers, endpoints, host_container_leases
 
 log = logging.getLogger("shrike.reconcile")
 
@@ -105,8 +112,28 @@ class Leak:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """An address this host's containers hold that the store does not give to exactly them."""
+
+    ip: str
+    #: the containers of this host holding it
+    containers: tuple[str, ...]
+    #: what the store records for it (None: nothing)
+    lease: Lease | None
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ip": self.ip,
+            "containers": list(self.containers),
+            "lease": self.lease.to_json() if self.lease else None,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
 class Report:
-    """What one reconcile saw on this host, and the leaks it found."""
+    """What one reconcile saw on this host, the leaks it found, and duplicates."""
 
     host: str
     #: held container leases of this host
@@ -116,6 +143,7 @@ class Report:
     #: names of the networks using the plugin (None when no plugin name was given)
     networks: tuple[str, ...] | None
     leaks: tuple[Leak, ...]
+    duplicates: tuple[Duplicate, ...] = ()
 
     def count(self, status: str) -> int:
         return sum(leak.status == status for leak in self.leaks)
@@ -127,6 +155,7 @@ class Report:
             "endpoints": self.endpoints,
             "networks": None if self.networks is None else list(self.networks),
             "leaks": [leak.to_json() for leak in self.leaks],
+            "duplicates": [duplicate.to_json() for duplicate in self.duplicates],
         }
 
 
@@ -154,7 +183,11 @@ def reconcile(
             " (check --plugin-name and DOCKER_HOST)"
         )
     leases = host_container_leases(ipam)  # before dockerd: see the module docstring
-    live = {endpoint.ip for endpoint in endpoints(client)}
+    parked = ipam.parked()
+    found = endpoints(client)
+    # Containers by id and by name (an address parked by name only: newer engines).
+    existing = {key for c in containers(client) for key in (c["Id"], *(n.lstrip("/") for n in c.get("Names") or ()))}
+    live = {endpoint.ip for endpoint in found}
     now = datetime.now(timezone.utc)
     leaks = []
     for lease, revision in leases:
@@ -170,7 +203,42 @@ def reconcile(
             after = ipam.release_if_unchanged(lease.ip, revision)
             status = RELEASED if after is not None else CHANGED
         leaks.append(Leak(lease, age, status, after))
-    return Report(ipam.host, len(leases), len(live), networks, tuple(leaks))
+    for entry in parked:
+        if entry.container_id in existing or (not entry.container_id and entry.name in existing):
+            continue
+        lease = ipam.lease(entry.ip)
+        if lease is None or lease.state != STATE_PARKED:
+            continue  # taken back meanwhile
+        after = ipam.release_parked(entry) if fix else None
+        status = (RELEASED if after is not None else CHANGED) if fix else LEAKED
+        leaks.append(Leak(lease, lease_age(lease, now), status, after))
+    return Report(ipam.host, len(leases), len(live), networks, tuple(leaks), duplicates(ipam, found))
+
+
+def duplicates(ipam: Ipam, found: list[Endpoint]) -> tuple[Duplicate, ...]:
+    """The addresses of container ranges that this host's containers hold but the store
+    does not give to exactly them (see the module docstring)."""
+    config = ipam.config()
+    holding: dict[str, set[tuple[str, str]]] = {}
+    for endpoint in found:
+        if config.container_range_of(int(IPv4(endpoint.ip))):
+            holding.setdefault(endpoint.ip, set()).add((endpoint.container_id, endpoint.container_name))
+    wrong = []
+    for ip, holders in sorted(holding.items(), key=lambda item: int(IPv4(item[0]))):
+        names = tuple(sorted(name for _, name in holders))
+        lease = ipam.lease(ip)
+        if len(holders) > 1:
+            problem = f"{len(holders)} containers of this host hold it"
+        elif lease is None:
+            problem = "the store holds no lease for it: it may be handed out again"
+        elif lease.kind != KIND_CONTAINER or lease.state != STATE_HELD or lease.host != ipam.host:
+            problem = f"the store gives it to another: {lease.describe()} on host {lease.host}"
+        elif lease.owner.get("container_id") not in (None, next(iter(holders))[0]):
+            problem = f"its lease names container {lease.holder}, not {names[0]}, which holds it"
+        else:
+            continue
+        wrong.append(Duplicate(ip, names, lease, problem))
+    return tuple(wrong)
 
 
 class PeriodicReconcile(BackgroundTask):

@@ -169,7 +169,7 @@ class LongestIdle:
                 queue.popleft()
             change = Change(guards)
             lease = holder.lease(idle.ip, idle.range_id)
-            change.take_idle(idle, lease)
+            change.take(idle, lease)
             if self.state.commit(change).succeeded:
                 return lease
             with self._lock:

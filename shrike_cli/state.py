@@ -16,17 +16,25 @@ Keys (relative to the store's prefix), each holding a JSON object a person can r
                                    time so the longest idle comes first
 ``macs/<mac>``                     ``{"ip"}``: the address a MAC holds or last held
 ``names/<name>``                   ``{"ip"}``: the address a reservation name holds
-``pools/<subnet>[/<sub-pool>]``    a Docker pool and how many networks of each host use it
+``parked/<host>/<ip>``             an address kept for a stopped container of ``host``:
+                                   ``{"ip", "mac", "range", "owner", "at"}``
+``pools/<subnet>[/<sub-pool>]``    a Docker pool, how many networks of each host use it, and
+                                   the gateway and aux addresses each host asked for in it
 =================================  ==========================================================
 
 The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
 
 1. a free-list key exists exactly while its lease is released, and the lease names it
    (``free_key``); both change in one transaction, so a compare on either guards both;
-2. ``names/<name>`` exists exactly while a lease carries that name;
-3. ``macs/<mac>`` points at the address a MAC last held; it goes when that lease passes to
+2. ``parked/<host>/<ip>`` exists exactly while the lease of ``ip`` is parked (taken by
+   ``host``), and changes with it, so it too guards its lease;
+3. ``names/<name>`` exists exactly while a lease carries that name;
+4. ``macs/<mac>`` points at the address a MAC last held; it goes when that lease passes to
    another MAC, so the index never outgrows the leases;
-4. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
+5. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
+
+A record that does not have the shape shrike writes (edited by hand) is reported as
+:class:`~shrike_cli.errors.Damaged`, naming its key, never as a crash.
 
 Changes are built as a :class:`Change` (preconditions and effects in domain terms) and
 committed as one compare-and-swap transaction by :meth:`State.commit`.
@@ -40,7 +48,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import cas
-from .model import STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, ip_to_int, now_iso
+from .errors import Damaged, InvalidInput
+from .model import STATE_PARKED, STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, ip_to_int, now_iso
 from .stores.base import Compare, Delete, Entry, KeyChange, Op, Put, Store, Watch
 
 T = TypeVar("T")
@@ -51,6 +60,7 @@ CURSORS = "ranges/"
 FREE = "free/"
 MACS = "macs/"
 NAMES = "names/"
+PARKED = "parked/"
 POOLS = "pools/"
 
 
@@ -66,6 +76,14 @@ def _name_key(name: str) -> str:
     return NAMES + name
 
 
+def _parked_prefix(host: str | None) -> str:
+    return f"{PARKED}{host}/" if host is not None else PARKED
+
+
+def _parked_key(lease: Lease) -> str:
+    return f"{_parked_prefix(lease.host)}{lease.ip}"
+
+
 def _cursor_key(window: Window) -> str:
     if window.is_whole:
         return CURSORS + window.range.id
@@ -79,10 +97,6 @@ def _free_prefix(range_id: str) -> str:
 def pool_key(name: str) -> str:
     """The key of the record of the Docker pool ``name`` (``subnet[/sub-pool]``)."""
     return POOLS + name
-
-
-def _released_ns(free_key: str) -> int:
-    return int(free_key.rpartition("/")[2].partition("-")[0])
 
 
 # ------------------------------------------------------------------ values read
@@ -108,17 +122,43 @@ class Cursor:
 
 
 @dataclass(frozen=True)
-class Idle:
-    """A released address waiting in its range's free list (oldest release first)."""
+class Waiting:
+    """An address not held, waiting in a list where it can be taken from: its lease is
+    released (:class:`Idle`) or parked (:class:`Parked`)."""
 
     ip: IPv4
     #: the MAC that last held it
     mac: str
     range_id: str
-    #: when it was released (ns since the epoch): the order in which idle addresses go
-    released: int
     _key: str = field(repr=False)
     _revision: int = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Idle(Waiting):
+    """A released address in its range's free list (oldest release first)."""
+
+    #: when it was released (ns since the epoch): the order in which idle addresses go
+    released: int = 0
+
+
+@dataclass(frozen=True)
+class Parked(Waiting):
+    """An address kept for a container that still exists but released it (stopped,
+    restarting, disconnected)."""
+
+    #: the container it is kept for, as its lease recorded it (id, name, network)
+    owner: Mapping[str, str] = field(default_factory=dict)
+    #: when it was parked (ns since the epoch)
+    at: int = 0
+
+    @property
+    def container_id(self) -> str:
+        return self.owner.get("container_id", "")
+
+    @property
+    def name(self) -> str:
+        return self.owner.get("name", "")
 
 
 @dataclass(frozen=True)
@@ -167,21 +207,27 @@ class Change:
     def write(self, lease: Lease, previous: Lease | None = None) -> None:
         """Write ``lease`` over ``previous`` (the record it replaces, None for a new one),
         with the free-list and index entries the invariants ask for."""
-        previous_mac = previous.mac if previous else ""
-        previous_free = previous.free_key if previous else ""
-        self._write(lease, previous_mac, previous_free, previous.name if previous else "")
+        if previous is None:
+            self._write(lease, "", "", "")
+        else:
+            waiting = previous.free_key or (_parked_key(previous) if previous.state == STATE_PARKED else "")
+            self._write(lease, previous.mac, waiting, previous.name)
 
-    def take_idle(self, idle: Idle, lease: Lease) -> None:
-        """Hand out the idle address ``idle`` as ``lease``, if it is still idle."""
-        self.compares.append((idle._key, idle._revision))
-        self._write(lease, idle.mac, idle._key, "")
+    def take(self, waiting: Waiting, lease: Lease) -> None:
+        """Hand out the waiting address ``waiting`` as ``lease``, if it still waits."""
+        self.compares.append((waiting._key, waiting._revision))
+        self._write(lease, waiting.mac, waiting._key, "")
 
-    def _write(self, lease: Lease, previous_mac: str, previous_free: str, previous_name: str) -> None:
+    def _write(self, lease: Lease, previous_mac: str, previous_waiting: str, previous_name: str) -> None:
         self.ops.append(Put(_lease_key(lease.ip), lease.to_json()))
-        if previous_free and previous_free != lease.free_key:
-            self.ops.append(Delete(previous_free))
-        if lease.free_key and lease.free_key != previous_free:
-            self.ops.append(Put(lease.free_key, {"ip": lease.ip, "mac": lease.mac}))
+        waiting = lease.free_key or (_parked_key(lease) if lease.state == STATE_PARKED else "")
+        if previous_waiting and previous_waiting != waiting:
+            self.ops.append(Delete(previous_waiting))
+        if lease.free_key:
+            if lease.free_key != previous_waiting:
+                self.ops.append(Put(waiting, {"ip": lease.ip, "mac": lease.mac}))
+        elif waiting:  # parked: its entry says for whom, which may have changed (a rename)
+            self.ops.append(Put(waiting, _parked_value(lease)))
         if previous_mac and previous_mac != lease.mac:
             self.ops.append(Delete(_mac_key(previous_mac)))
         if lease.mac and not lease.free_key:  # a released address keeps its MAC's entry as it is
@@ -202,11 +248,26 @@ class Change:
         return replace(cursor, next=to)
 
 
-def parked(lease: Lease) -> Lease:
+def released(lease: Lease) -> Lease:
     """``lease`` released: back on its range's free list, behind every address released
     before it. Its name and owner go; its MAC stays, so that MAC can get it back."""
     free_key = f"{_free_prefix(lease.range)}{time.time_ns():020d}-{lease.ip}"
     return replace(lease, state=STATE_RELEASED, since=now_iso(), free_key=free_key, name="", owner={})
+
+
+def parked(lease: Lease) -> Lease:
+    """``lease`` kept for its container, which released it but still exists."""
+    return replace(lease, state=STATE_PARKED, since=now_iso(), free_key="")
+
+
+def _parked_value(lease: Lease) -> dict[str, Any]:
+    return {
+        "ip": lease.ip,
+        "mac": lease.mac,
+        "range": lease.range,
+        "owner": dict(lease.owner),
+        "at": time.time_ns(),
+    }
 
 
 @dataclass(frozen=True)
@@ -232,12 +293,48 @@ class Outcome:
                 raise PreconditionFailed(guard.name)
 
 
+def _decoded(entry: Entry, what: str, decode: Callable[[dict[str, Any]], T]) -> T:
+    """``decode(entry.value)``, or :class:`Damaged` naming the record."""
+    try:
+        return decode(entry.value)
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidInput) as err:
+        reason = f"{type(err).__name__}: {err}" if isinstance(err, (KeyError, TypeError)) else str(err)
+        raise Damaged(f"the store's {what} at '{entry.key}' is damaged ({reason}); fix or remove that record") from None
+
+
 def _stored(entry: Entry | None) -> StoredLease | None:
-    return StoredLease(Lease.from_json(entry.value), entry.revision) if entry else None
+    if entry is None:
+        return None
+    return StoredLease(_decoded(entry, "lease", Lease.from_json), entry.revision)
 
 
 def _cursor(window: Window, entry: Entry | None) -> Cursor:
-    return Cursor(window, entry.value["next"], entry.revision) if entry else Cursor(window, 0, 0)
+    if entry is None:
+        return Cursor(window, 0, 0)
+    return Cursor(window, _decoded(entry, "cursor", lambda v: int(v["next"])), entry.revision)
+
+
+def _idle(range_id: str, entry: Entry) -> Idle:
+    def decode(value: dict[str, Any]) -> Idle:
+        released_at = int(entry.key.rpartition("/")[2].partition("-")[0])
+        return Idle(IPv4(value["ip"]), str(value.get("mac", "")), range_id, entry.key, entry.revision, released_at)
+
+    return _decoded(entry, "free-list entry", decode)
+
+
+def _parked(entry: Entry) -> Parked:
+    def decode(value: dict[str, Any]) -> Parked:
+        return Parked(
+            IPv4(value["ip"]),
+            str(value.get("mac", "")),
+            str(value["range"]),
+            entry.key,
+            entry.revision,
+            owner={str(k): str(v) for k, v in dict(value.get("owner", {})).items()},
+            at=int(value["at"]),
+        )
+
+    return _decoded(entry, "parked entry", decode)
 
 
 # ----------------------------------------------------------------------- state
@@ -262,7 +359,7 @@ class State:
 
     def leases(self) -> list[StoredLease]:
         """Every lease record (released ones too), in key order."""
-        return [StoredLease(Lease.from_json(e.value), e.revision) for e in self.store.get_prefix(LEASES)]
+        return [StoredLease(_decoded(e, "lease", Lease.from_json), e.revision) for e in self.store.get_prefix(LEASES)]
 
     def update_lease(
         self,
@@ -290,7 +387,7 @@ class State:
     def address_of_mac(self, mac: str) -> IPv4 | None:
         """The address ``mac`` holds or last held, if any."""
         entry = self.store.get(_mac_key(mac))
-        return IPv4(entry.value["ip"]) if entry else None
+        return _decoded(entry, "MAC index entry", lambda v: IPv4(v["ip"])) if entry else None
 
     def reservation(self, name: str) -> tuple[IPv4 | None, Guard]:
         """The address reserved for ``name`` (None: no reservation), and a guard that
@@ -298,7 +395,7 @@ class State:
         entry = self.store.get(_name_key(name))
         if entry is None:
             return None, Guard(name, 0)
-        return IPv4(entry.value["ip"]), Guard(name, entry.revision)
+        return _decoded(entry, "reservation", lambda v: IPv4(v["ip"])), Guard(name, entry.revision)
 
     def drop_dangling_reservation(self, guard: Guard) -> None:
         """Remove a name index entry whose lease is gone (it should never happen)."""
@@ -310,23 +407,24 @@ class State:
 
     def idle(self, range_id: str, limit: int) -> list[Idle]:
         """The ``limit`` longest-idle addresses of a container range, oldest first."""
-        return [
-            Idle(IPv4(e.value["ip"]), e.value.get("mac", ""), range_id, _released_ns(e.key), e.key, e.revision)
-            for e in self.store.get_prefix(_free_prefix(range_id), limit=limit)
-        ]
+        return [_idle(range_id, e) for e in self.store.get_prefix(_free_prefix(range_id), limit=limit)]
+
+    def parked(self, host: str | None) -> list[Parked]:
+        """The addresses kept for stopped containers of ``host`` (None: of every host)."""
+        return [_parked(e) for e in self.store.get_prefix(_parked_prefix(host))]
 
     # -- declarations
     def config(self) -> tuple[Config, int]:
         """The declarations and their store revision (0 when nothing is declared)."""
         entry = self.store.get(CONFIG_KEY)
-        return (Config.from_json(entry.value), entry.revision) if entry else (Config(), 0)
+        return (_decoded(entry, "declarations", Config.from_json), entry.revision) if entry else (Config(), 0)
 
     def update_config(self, change: Callable[[Config], Config | None], *, max_wait: float) -> Config:
         """Apply ``change`` to the declarations with compare-and-swap, again on a race;
         ``change`` returns None when there is nothing to write."""
 
         def decide(entry: Entry | None) -> tuple[Config, list[Op]]:
-            config = Config.from_json(entry.value) if entry else Config()
+            config = _decoded(entry, "declarations", Config.from_json) if entry else Config()
             new = change(config)
             return (config, []) if new is None else (new, [Put(CONFIG_KEY, new.to_json())])
 
@@ -360,7 +458,10 @@ class State:
     def lease_states(self) -> list[tuple[int, str]]:
         """Every lease's address (an integer) and state, without reading whole leases:
         what counting the ranges needs (:func:`~shrike_cli.ranges.usage_by_state`)."""
-        return [(ip_to_int(e.value["ip"]), e.value["state"]) for e in self.store.get_prefix(LEASES)]
+        return [
+            _decoded(entry, "lease", lambda value: (ip_to_int(value["ip"]), str(value["state"])))
+            for entry in self.store.get_prefix(LEASES)
+        ]
 
     # -- changes, for watching the state (``shrike events``)
     def revision(self) -> int:
@@ -389,8 +490,8 @@ class LeaseChange:
 
 
 def _lease_change(change: KeyChange) -> LeaseChange:
-    before = Lease.from_json(change.before.value) if change.before else None
-    after = Lease.from_json(change.after.value) if change.after else None
+    before = _decoded(change.before, "lease", Lease.from_json) if change.before else None
+    after = _decoded(change.after, "lease", Lease.from_json) if change.after else None
     return LeaseChange(change.revision, IPv4(change.key.removeprefix(LEASES)), before, after)
 
 

@@ -172,14 +172,19 @@ def test_gateway_and_aux_are_shared_records(lan_ipam: Ipam, store) -> None:
     assert lan_ipam.request_gateway(LAN, "198.51.100.39").kind == "host"
     with pytest.raises(Conflict, match="address of host hostA"):
         other.request_gateway(LAN, "198.51.100.39")
-    lan_ipam.request_gateway(LAN, "198.51.100.254", kind="reserved")
-    assert other.request_gateway(LAN, "198.51.100.254", kind="reserved").users == ("hostA", "hostB")
+    lan_ipam.request_gateway(LAN, "198.51.100.250", kind="aux")
+    assert other.request_gateway(LAN, "198.51.100.250", kind="aux").users == ("hostA", "hostB")
     with pytest.raises(InvalidInput, match="container address"):
         lan_ipam.request_gateway(LAN, "198.51.100.100")
-    lan_ipam.release_address("198.51.100.254")
-    assert other.release_address("198.51.100.254").users == ()
-    assert lan_ipam.lease("198.51.100.254") is None
+    lan_ipam.release_address("198.51.100.250")
+    assert other.release_address("198.51.100.250").users == ()
+    assert lan_ipam.lease("198.51.100.250") is None
     assert lan_ipam.request_address(LAN).ip == "198.51.100.100"
+    # The LAN's gateway, and a host address, as aux addresses: kept from containers
+    # already, they are acknowledged and nothing is recorded, so no host is ever blocked.
+    assert lan_ipam.request_gateway(LAN, "198.51.100.254", kind="aux") is None
+    assert other.request_gateway(LAN, "198.51.100.40", kind="aux") is None
+    assert lan_ipam.lease("198.51.100.254") is None and lan_ipam.lease("198.51.100.40") is None
 
 
 def _allocate_many(spec: dict, count: int, queue: multiprocessing.Queue) -> None:

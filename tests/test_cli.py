@@ -12,6 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from shrike_cli.cli import app
+from shrike_cli.state import CONFIG_KEY
+from shrike_cli.stores import Put
+from tests.fixtures.stores import open_store_args
 
 Run = Callable[..., "Result"]
 
@@ -201,3 +204,26 @@ def test_bad_cluster_store_url(tmp_path: Path) -> None:
         env={**os.environ, "CLUSTER_STORE": ""},
     )
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_reserve_names_the_lans_to_choose_from(shrike: Run) -> None:
+    declare_original_flow(shrike)
+    shrike("host-range", "--ip-start=203.0.113.1/24", "--ip-end=203.0.113.9/24", "--gateway=203.0.113.254")
+    shrike("ip-range", "--ip-start=203.0.113.100/24", "--ip-end=203.0.113.109/24")
+    several = shrike("reserve", "web1")
+    assert several.code == 1
+    assert "several LANs (172.25.60.0/22, 203.0.113.0/24)" in several.stderr
+    # --subnet must be one of them, not any subnet around a range.
+    wide = shrike("reserve", "web1", "--subnet", "172.0.0.0/8")
+    assert wide.code == 1 and "is not a LAN with container ranges (those: 172.25.60.0/22" in wide.stderr
+    assert shrike("reserve", "web1", "--subnet", "203.0.113.0/24").stdout == "203.0.113.100\n"
+
+
+def test_a_damaged_store_record_is_one_clear_line(shrike: Run, store_args: list[str]) -> None:
+    declare_original_flow(shrike)
+    with open_store_args(store_args) as store:
+        store.txn([], [Put(CONFIG_KEY, {"gateways": [], "ip_ranges": 7})])
+    result = shrike("ip-range")
+    assert result.code == 1
+    assert result.stderr.startswith("shrike: error: the store's declarations at 'config' is damaged")
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr

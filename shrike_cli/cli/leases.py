@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..model import KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, KIND_RESERVED, Lease
+from ..model import KIND_AUX, KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, Lease
 from . import complete, output
 from .app import app
 from .output import Format, OutputOption
@@ -31,7 +31,7 @@ class Kind(str, Enum):
     container = KIND_CONTAINER
     host = KIND_HOST
     gateway = KIND_GATEWAY
-    reserved = KIND_RESERVED
+    aux = KIND_AUX
 
 
 def lease_row(lease: Lease) -> dict[str, object]:
@@ -83,15 +83,31 @@ def release(
         str | None,
         typer.Option("--name", help="End the reservation of this name.", autocompletion=complete.reservation_names),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --ip: release it even though a running container holds it (two containers may then"
+            " share the address).",
+        ),
+    ] = False,
     fmt: OutputOption = Format.table,
 ) -> None:
-    """Give an address back: a container's (--ip), a host's (--host), or a reservation (--name)."""
+    """Give an address back: a container's (--ip), a host's (--host), or a reservation (--name).
+
+    --ip refuses an address a running container holds, as far as shrike knows: the
+    container its lease names, or (for this host's addresses) what dockerd says.
+    """
     given = [option for option, value in (("--ip", ip), ("--host", host), ("--name", name)) if value]
     if len(given) != 1:
         output.usage_error("give exactly one of --ip, --host or --name")
+    if force and not ip:
+        output.usage_error("--force goes with --ip")
     ipam = globals_of(ctx).ipam()
     if ip:
-        lease = ipam.release_container(ip)
+        from ..owners import live_holders  # the Docker SDK is slow to load: only here
+
+        lease = ipam.release_container(ip, force=force, live=live_holders())
     elif host:
         lease = ipam.release_host(host)
     else:
@@ -112,7 +128,7 @@ def release_ip(
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --ip'."""
-    release(ctx, ip=ip, host=None, name=None, fmt=fmt)
+    release(ctx, ip=ip, host=None, name=None, force=False, fmt=fmt)
 
 
 @app.command("release-host", hidden=True)
@@ -122,7 +138,7 @@ def release_host(
     fmt: OutputOption = Format.table,
 ) -> None:
     """Old name of 'release --host'."""
-    release(ctx, ip=None, host=ip, name=None, fmt=fmt)
+    release(ctx, ip=None, host=ip, name=None, force=False, fmt=fmt)
 
 
 @app.command("reserve")

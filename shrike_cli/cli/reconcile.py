@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from ..docker_api import docker_client
-from ..reconcile import CHANGED, DEFAULT_GRACE, RELEASED, TOO_YOUNG, Leak, format_duration, parse_duration, reconcile
+from ..reconcile import (
+    CHANGED,
+    DEFAULT_GRACE,
+    RELEASED,
+    TOO_YOUNG,
+    Leak,
+    Report,
+    format_duration,
+    parse_duration,
+    reconcile,
+)
 from . import output
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
@@ -66,6 +76,9 @@ def reconcile_command(
     --grace and was not written since it was read: a new allocation racing reconcile keeps
     its address. It releases nothing unless a network of this dockerd uses the plugin
     PLUGIN_NAME.
+
+    It also reports duplicates (one address on two containers, or held here but given to
+    someone else by the store) and then exits 1: those need a person.
     """
     grace = DEFAULT_GRACE if grace is None else grace
     ipam = globals_of(ctx).ipam()
@@ -76,7 +89,13 @@ def reconcile_command(
         report = reconcile(ipam, client, fix=fix, grace=grace, plugin_name=plugin_name)
     if fmt is Format.json:
         output.emit_json(report.to_json())
-        return
+    else:
+        _print(report, fix, grace, plugin_name)
+    if report.duplicates:
+        raise typer.Exit(1)
+
+
+def _print(report: Report, fix: bool, grace: float, plugin_name: str) -> None:
     output.emit_table(
         map(_row, report.leaks),
         LEAK_COLUMNS,
@@ -92,3 +111,5 @@ def reconcile_command(
         ]
         done = "; ".join(c for c in counts if not c.startswith("0 ")) if fix else "release them with --fix"
         output.note(f"{len(report.leaks)} of {report.checked} container leases of {report.host} are leaked; {done}")
+    for duplicate in report.duplicates:
+        output.error(f"duplicate: {duplicate.ip}, held here by {', '.join(duplicate.containers)}: {duplicate.problem}")

@@ -35,13 +35,14 @@ def server(
     follow_docker: Annotated[
         bool,
         typer.Option(
-            "--follow-docker",
+            "--follow-docker/--no-follow-docker",
             envvar="SHRIKE_FOLLOW_DOCKER",
             show_envvar=True,
-            help="Record on each lease the container and network holding it, following dockerd"
-            " (DOCKER_HOST, else the local socket) through its events; reconnects when dockerd restarts.",
+            help="Follow dockerd (DOCKER_HOST, else the local socket) through its events: record on each"
+            " lease the container and network holding it, keep a stopped container's address for it until"
+            " it is removed, and reconnect when dockerd restarts.",
         ),
-    ] = False,
+    ] = True,
     reconcile_every: Annotated[
         float | None,
         typer.Option(
@@ -86,8 +87,7 @@ def server(
     with contextlib.ExitStack() as helpers:
         if metrics_address:
             helpers.enter_context(MetricsServer(ipam, metrics_address, refresh=metrics_refresh or DEFAULT_REFRESH))
-        if follow_docker:
-            helpers.enter_context(OwnerTracker(ipam))
+        tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
         if reconcile_every:
             helpers.enter_context(PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name))
-        PluginServer(Driver(ipam), path).run()
+        PluginServer(Driver(ipam, tracker), path).run()

@@ -20,12 +20,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .. import metrics
 from ..errors import InvalidInput, ShrikeError
-from ..ipam import Ipam
-from ..model import KIND_RESERVED, IPv4, Lease, Subnet
+from ..ipam import Ipam, Returning
+from ..model import KIND_AUX, IPv4, Lease, Subnet
 from ..pools import Pool
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,25 @@ def _options(request: Request) -> dict[str, str]:
     return value
 
 
+def _address(request: Request, *, required: bool) -> str:
+    """The ``Address`` field: a plain IPv4 address, or "" when not ``required``."""
+    address = _string(request, "Address", required=required)
+    if address or required:
+        try:
+            IPv4(address)
+        except InvalidInput as err:
+            raise BadRequest(f"field Address: {err}") from None
+    return address
+
+
+class Starts(Protocol):
+    """What the server learns from its dockerd's events (:class:`~..owners.OwnerTracker`)."""
+
+    def new_container_starting(self) -> bool:
+        """Whether a container was created on this host moments ago and has not started."""
+        ...
+
+
 def _pool(request: Request) -> Pool:
     try:
         return Pool.from_id(_string(request, "PoolID", required=True))
@@ -97,10 +116,18 @@ def _pool(request: Request) -> Pool:
 
 
 class Driver:
-    """The IPAM driver: one :class:`Ipam` (this host's) and the pool reference counts."""
+    """The IPAM driver over one :class:`Ipam` (this host's).
 
-    def __init__(self, ipam: Ipam) -> None:
+    ``docker`` is what the server learnt from its dockerd's events (None when it does not
+    follow dockerd): whether a container was just created there, which tells a new
+    container's first request from a stopped container's coming back on engines that
+    send no container name (see :meth:`request_address`). It is never asked anything
+    that needs dockerd: dockerd holds locks while it calls the plugin.
+    """
+
+    def __init__(self, ipam: Ipam, docker: Starts | None = None) -> None:
         self.ipam = ipam
+        self.docker = docker
         self._endpoints: dict[str, Callable[[Request], dict[str, Any]]] = {
             "/Plugin.Activate": lambda _: IMPLEMENTS,
             "/IpamDriver.GetCapabilities": lambda _: CAPABILITIES,
@@ -153,48 +180,57 @@ class Driver:
         if not subnet:
             declared = ", ".join(map(str, sorted(self.ipam.config(fresh=False).lans))) or "none declared yet"
             raise InvalidInput(f"give docker network create a --subnet: shrike serves the declared LANs ({declared})")
-        pool = Pool.of(subnet, sub_pool or None)
-        # Refuses a subnet with no container range, or a sub-pool outside it, now rather
-        # than at the first docker run.
-        self.ipam.windows(pool)
-        self.ipam.pools.acquire(pool)
+        # Refuses a subnet that is not a LAN, or holds no container range, or a sub-pool
+        # outside it, now rather than at the first docker run.
+        pool = self.ipam.request_pool(Pool.of(subnet, sub_pool or None))
         return {"PoolID": pool.id, "Pool": str(pool.subnet), "Data": {}}
 
     def release_pool(self, request: Request) -> dict[str, Any]:
-        self.ipam.pools.release(_pool(request))
+        self.ipam.release_pool(_pool(request))
         return {}
 
     # -------------------------------------------------------------- addresses
     def request_address(self, request: Request) -> dict[str, Any]:
+        """A gateway, an aux address, or a container's address.
+
+        Which container asks: newer engines name it (``ENDPOINT_NAME_OPTION``), and its
+        parked address (or reservation) is found by that name. dockerd 20.10 sends only a
+        MAC, a new random one at each start: a request then gets the address this host
+        parked last (a restarting container asks right after its release), unless a
+        container was just created on this host, whose first request it probably is.
+        """
         pool = _pool(request)
-        address = _string(request, "Address")
+        address = _address(request, required=False)
         options = _options(request)
-        lease: Lease
+        lease: Lease | None
         if options.get(REQUEST_ADDRESS_TYPE) == GATEWAY_TYPE:
             lease = self.ipam.request_gateway(pool, address or self._own_address(pool.subnet))
         elif address and MAC_OPTION not in options and ENDPOINT_NAME_OPTION not in options:
             # An aux address (--aux-address, e.g. DefaultGatewayIPv4): dockerd sends them
             # with Options null, while every endpoint's request carries its MAC.
-            lease = self.ipam.request_gateway(pool, address, kind=KIND_RESERVED)
+            lease = self.ipam.request_gateway(pool, address, kind=KIND_AUX)
         else:
-            name = options.get(ENDPOINT_NAME_OPTION)
+            name = options.get(ENDPOINT_NAME_OPTION, "")
+            if name:
+                returning: Returning | None = Returning(name)
+            elif self.docker is not None and not self.docker.new_container_starting():
+                returning = Returning()
+            else:
+                returning = None
             lease = self.ipam.request_address(
                 pool,
                 address or None,
                 mac=options.get(MAC_OPTION) or None,
                 owner={"name": name} if name else None,
+                returning=returning,
             )
-        # The pool's prefix length, whatever subnet a shared gateway record was made in.
-        return {"Address": f"{lease.ip}/{pool.subnet.prefixlen}", "Data": {}}
+        # The pool's prefix length, whatever subnet a shared gateway record was made in;
+        # an aux address nothing records is acknowledged as asked.
+        return {"Address": f"{lease.ip if lease else address}/{pool.subnet.prefixlen}", "Data": {}}
 
     def release_address(self, request: Request) -> dict[str, Any]:
-        _pool(request)
-        address = _string(request, "Address", required=True)
-        try:
-            IPv4(address)
-        except InvalidInput as err:
-            raise BadRequest(f"field Address: {err}") from None
-        self.ipam.release_address(address)
+        pool = _pool(request)
+        self.ipam.release_address(_address(request, required=True), pool, keep=True)
         return {}
 
     def _own_address(self, subnet: Subnet) -> str:
