@@ -141,6 +141,7 @@ def other_host_server(etcd_args: list[str], socket_dir: Path, tmp_path: Path) ->
         socket_dir,
         "hostb",
         tmp_path / "hostB.log",
+        server_args=["--no-follow-docker"],
         prefix=["unshare", "--uts", "sh", "-c", 'hostname hostB && exec "$@"', "sh"],
     )
 

@@ -67,6 +67,7 @@ def test_the_servers_requests_are_json_records_with_their_fields(tmp_path: Path,
         socket_dir,
         "logs",
         tmp_path / "server.log",
+        server_args=["--no-follow-docker"],
         env={**os.environ, "SHRIKE_LOG_FORMAT": "json"},
     )
     try:
