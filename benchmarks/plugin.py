@@ -57,13 +57,19 @@ RUN_TIMEOUT = 60.0
 
 @contextmanager
 def serving(
-    store_args: Sequence[str], plugin_dir: Path, name: str, log_path: Path, env: dict[str, str] | None = None
+    store_args: Sequence[str],
+    plugin_dir: Path,
+    name: str,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    server_args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """``shrike [STORE OPTIONS] server`` running as in production (without the tests'
-    ``--debug``; following the dockerd ``env``'s DOCKER_HOST names, if any), stopped by
-    its pid on the way out, also if it fails to start or on Ctrl-C. It dies with the
-    benchmark (``setpriv --pdeathsig``)."""
-    server = ServerProcess(store_args, plugin_dir, name, log_path, env=env, debug=False)
+    """``shrike [STORE OPTIONS] server [SERVER_ARGS]`` running as in production (without
+    the tests' ``--debug``; following the dockerd ``env``'s DOCKER_HOST names, if any),
+    stopped by its pid on the way out, also if it fails to start or on Ctrl-C. It dies
+    with the benchmark (``setpriv --pdeathsig``)."""
+    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, env=env, debug=False)
     try:
         server.start()
         yield server

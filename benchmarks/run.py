@@ -1,6 +1,6 @@
-"""Allocator and plugin benchmarks on both stores, in one run, printed as a Markdown table.
+"""Allocator, plugin and metrics benchmarks on both stores, in one run, printed as a Markdown table.
 
-    python3 benchmarks/run.py               # everything (2-4 minutes on 2 cores)
+    python3 benchmarks/run.py               # everything (8-12 minutes on 2 cores)
     python3 benchmarks/run.py --no-docker   # without the docker run comparison
     python3 benchmarks/run.py --quick       # smaller samples, for a smoke run
     python3 benchmarks/run.py --only-ipv6   # only IPv6 against IPv4, on both stores
@@ -235,7 +235,8 @@ def main() -> int:
     )
     parser.add_argument("--only-ipv6", action="store_true", help="only the rows comparing IPv6 with IPv4")
     args = parser.parse_args()
-    # Imported here: benchmarks/plugin.py imports Row from this file.
+    # Imported here: benchmarks/plugin.py and metrics.py import Row from this file.
+    from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape
     from benchmarks.plugin import bench_docker_run, bench_socket
     from benchmarks.restarts import bench_restarts
 
@@ -243,6 +244,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs, restarts = (800, 5, 3) if args.quick else (10000, 100, 20)
+    rounds, scrapes = (1, 10) if args.quick else (11, 50)
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = []
         if args.only_ipv6:
@@ -255,6 +257,10 @@ def main() -> int:
             for kind in ("embedded", "etcd"):
                 rows += bench_fill(open_, kind, sample)
             rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
+            rows += bench_metrics_overhead(etcd_url, Path(tmp), plugin_calls * 2 // 5, rounds)
+            rows += bench_handle_overhead(Path(tmp), count // 5, rounds)
+            rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
+            rows += bench_change_record(Path(tmp), count // 5, rounds)
             if not args.no_docker:
                 rows += bench_docker_run(Path(tmp), docker_runs)
         if not args.no_docker and not args.only_ipv6:

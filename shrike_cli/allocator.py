@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from . import metrics
 from .cas import Retry
 from .errors import Conflict
 from .model import (
@@ -47,6 +48,13 @@ def _parked_longest_ago(kept: Sequence[Parked]) -> Parked | None:
 
 class Exhausted(Conflict):
     """Every address a request may have is taken."""
+
+
+def _counted_as(how: str, candidate: partial[Lease | None]) -> partial[Lease | None]:
+    """``candidate``, whose allocations count as ``how`` (:data:`~shrike_cli.metrics.ALLOCATIONS`;
+    untagged ones count as dynamic)."""
+    candidate.how = how  # type: ignore[attr-defined]
+    return candidate
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,10 @@ class Allocator:
         """Where a dynamic address comes from, in order: this is the allocation policy."""
         if returning is not None:
             # A container coming back gets the address parked for it.
-            yield partial(self._kept.take, windows, holder, holder.host, returning.choose)
+            yield _counted_as(metrics.STICKY, partial(self._kept.take, windows, holder, holder.host, returning.choose))
         if holder.mac:
             # DHCP-like: a MAC that held an address gets it back while it is free.
-            yield partial(self._previous_of_mac, windows, holder)
+            yield _counted_as(metrics.STICKY, partial(self._previous_of_mac, windows, holder))
         for window in windows:
             # Never-used addresses before released ones, so the LAN's ARP caches do not
             # send a new container's traffic to an old MAC...
@@ -114,9 +122,10 @@ class Allocator:
         for candidate in self.candidates(windows, holder, returning):
             lease = candidate(guards, retry)
             if lease is not None:
+                metrics.allocated(getattr(candidate, "how", metrics.DYNAMIC))
                 return lease
         where = where or ", ".join(str(w.range) for w in windows) or "no container range"
-        raise Exhausted(f"no free address left in {where}")
+        raise Exhausted(f"no free address left in {where}", reason="full")
 
     def _previous_of_mac(
         self, windows: Sequence[Window], holder: Holder, guards: Sequence[Guard], retry: Retry
@@ -158,12 +167,15 @@ class Allocator:
             old = stored.lease if stored else None
             if old is not None:
                 if not may_take(old):
-                    raise Conflict(f"{ip} is already in use ({old.describe()})")
+                    raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
                 lease = replace(lease, name=lease.name or old.name)
             change.write(lease, previous=old)
             return lease, change
 
-        return self.state.update_lease(ip, decide, max_wait=self.max_wait, guards=guards)
+        lease = self.state.update_lease(ip, decide, max_wait=self.max_wait, guards=guards)
+        if holder.kind == KIND_CONTAINER:
+            metrics.allocated(metrics.EXPLICIT)
+        return lease
 
     def release(
         self,
@@ -192,7 +204,11 @@ class Allocator:
         or kept: its record goes, and the answer is the lease as released.
         """
 
+        gave_back = False  # whether the change committed took the address from its container
+
         def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
+            nonlocal gave_back
+            gave_back = False
             if stored is None or expected_revision not in (None, stored.revision):
                 return None, None
             old = stored.lease
@@ -210,10 +226,13 @@ class Allocator:
                 new = replace(old, state=STATE_RESERVED, since=now_iso(), owner={})
             else:
                 new = released(old) if old.state == STATE_RESERVED else replace(old, name="")
+            gave_back = old.state == STATE_HELD and new.state != STATE_HELD
             change.write(new, previous=old)
             return new, change
 
         lease = self.state.update_lease(ip, decide, max_wait=self.max_wait)
+        if gave_back:
+            metrics.released()
         if lease is not None and lease.state == STATE_PARKED:
             self._kept.invalidate(lease.host)
         return lease

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from . import metrics
 from .errors import ShrikeError
 from .stores.base import Compare, Entry, Op, Store
 
@@ -35,7 +36,8 @@ class Retry:
     def conflict(self) -> None:
         self.conflicts += 1
         if time.monotonic() > self.deadline:
-            raise ContentionTimeout(f"gave up after {self.conflicts} conflicting attempts")
+            raise ContentionTimeout(f"gave up after {self.conflicts} conflicting attempts", reason="contention")
+        metrics.cas_retry()
         if self.conflicts > 3:
             # Jitter breaks lock-step retries between many contending clients.
             time.sleep(random.uniform(0, min(0.05, 0.001 * self.conflicts)))

@@ -155,7 +155,7 @@ class Ipam:
             ]
             if not windows:
                 where = f"{subnet}" + (f" within {narrow}" if narrow else "")
-                raise NotFound(f"no container range in {where}: declare one with 'shrike ip-range'")
+                raise NotFound(f"no container range in {where}: declare one with 'shrike ip-range'", reason="no_range")
             return windows
 
         return self._with_config(find)
@@ -234,16 +234,17 @@ class Ipam:
             if container_range and pool.covers(container_range.start, container_range.end):
                 return container_range.id
             if not pool.covers(address, address):
-                raise InvalidInput(f"{ip}{source} is outside the subnet {pool}")
+                raise InvalidInput(f"{ip}{source} is outside the subnet {pool}", reason="outside_subnet")
             if config.host_range_of(address):
                 raise InvalidInput(
-                    f"{ip}{source} is a host address (host-range {config.host_range_of(address)}), not for containers"
+                    f"{ip}{source} is a host address (host-range {config.host_range_of(address)}), not for containers",
+                    reason="host_address",
                 )
             if config.is_lan_gateway(address):
-                raise InvalidInput(f"{ip}{source} is the gateway of the LAN, not for containers")
+                raise InvalidInput(f"{ip}{source} is the gateway of the LAN, not for containers", reason="lan_gateway")
             if derived:
                 return ""
-            raise InvalidInput(f"{ip} is outside every container range of {pool}")
+            raise InvalidInput(f"{ip} is outside every container range of {pool}", reason="outside_ranges")
 
         container = holder.owner.get("name", "")
 
@@ -256,13 +257,14 @@ class Ipam:
                 # Docker's --ip may take up a reservation: its container starting. A
                 # request that names its container must be that reservation's.
                 if container and container != old.name:
-                    raise Conflict(f"{ip} is reserved for {old.name}, not for {container}")
+                    raise Conflict(f"{ip} is reserved for {old.name}, not for {container}", reason="reserved")
                 return True
             if old.state == STATE_PARKED and old.host == holder.host:
                 # The same dockerd asks again for an address parked for one of its stopped
                 # containers: a container started with --ip comes back with it.
                 if container and old.owner.get("name") not in (None, "", container):
-                    raise Conflict(f"{ip} is kept for the stopped container {old.holder} on {old.host}")
+                    kept = f"{ip} is kept for the stopped container {old.holder} on {old.host}"
+                    raise Conflict(kept, reason="parked")
                 return True
             return False
 
@@ -600,12 +602,12 @@ class Ipam:
             old = stored.lease if stored else None
             if old is not None and old.kind == KIND_HOST:
                 if old.host != self.host and delta > 0:
-                    raise Conflict(f"{ip} is the address of host {old.host}")
+                    raise Conflict(f"{ip} is the address of host {old.host}", reason="host_address")
                 return old, None
             if old is not None and old.kind == KIND_CONTAINER:
                 if delta <= 0:
                     return old, None
-                raise Conflict(f"{ip} is already in use ({old.describe()})")
+                raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
             if old is None and delta <= 0:
                 return None, None
             if old is None:

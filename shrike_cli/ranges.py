@@ -225,12 +225,17 @@ class RangeUsage:
 def usage(config: Config, leases: Iterable[Lease]) -> list[RangeUsage]:
     """Every declared range with its counts of held and reserved addresses (reserved for
     a name, or parked for a stopped container: no other container gets them)."""
+    return usage_by_state(config, ((int(lease.ip), lease.state) for lease in leases))
+
+
+def usage_by_state(config: Config, states: Iterable[tuple[int, str]]) -> list[RangeUsage]:
+    """:func:`usage` from each lease's address (an integer) and state alone
+    (:meth:`State.lease_states`: the metrics count a large LAN often)."""
     counts: dict[tuple[str, AddressRange], Counter[str]] = {key: Counter() for key in config.all_ranges()}
-    for lease in leases:
-        address = int(lease.ip)
+    for address, state in states:
         for kind, declared in counts:
             if declared.contains(address):
-                counts[(kind, declared)][lease.state] += 1
+                counts[(kind, declared)][state] += 1
     result = []
     for (kind, declared), count in counts.items():
         subnet = config.lan_of(declared)

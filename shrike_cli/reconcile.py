@@ -38,6 +38,7 @@ from typing import Any
 
 import docker
 
+from . import metrics
 from .background import BackgroundTask
 from .docker_api import DockerConnect, docker_client
 from .errors import InvalidInput
@@ -266,6 +267,8 @@ class PeriodicReconcile(BackgroundTask):
         self.plugin_name = plugin_name
         self.plugin_dir = plugin_dir
         self.connect = connect
+        #: the leaks the last pass found (address and time taken): found again, not new
+        self._seen: set[tuple[str, str]] = set()
 
     def loops(self) -> dict[str, Callable[[], None]]:
         return {"shrike-reconcile": self._run}
@@ -288,8 +291,15 @@ class PeriodicReconcile(BackgroundTask):
             except Exception as err:  # never fatal to the server
                 log.warning("reconcile failed: %s", err)
                 continue
+            self._count(report)
             for leak in report.leaks:
                 if leak.status == RELEASED:
                     lease = leak.lease
                     who = lease.holder or lease.mac or "an unknown container"
                     log.warning("released %s: taken %s by %s, no container holds it", lease.ip, lease.since, who)
+
+    def _count(self, report: Report) -> None:
+        found = {(leak.lease.ip, leak.lease.since) for leak in report.leaks}
+        still = report.count(TOO_YOUNG) + report.count(LEAKED)
+        metrics.reconciled(len(found - self._seen), report.count(RELEASED), still)
+        self._seen = found

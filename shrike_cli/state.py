@@ -59,8 +59,8 @@ from typing import Any, TypeVar
 
 from . import cas
 from .errors import Conflict, Damaged, InvalidInput, ShrikeError
-from .model import IP, STATE_PARKED, STATE_RELEASED, Config, Lease, Window, int_to_ip, now_iso
-from .stores.base import MAX_TXN_OPS, Compare, Delete, Entry, Op, Put, Store
+from .model import IP, STATE_PARKED, STATE_RELEASED, Config, Lease, Window, int_to_ip, ip_to_int, now_iso
+from .stores.base import MAX_TXN_OPS, Compare, Delete, Entry, KeyChange, Op, Put, Store, Watch
 
 T = TypeVar("T")
 
@@ -629,3 +629,68 @@ class State:
                     break
                 batch = [lease for lease in batch if outcome.lease(lease.ip) is None]
         return written
+
+    def lease_states(self) -> list[tuple[int, str]]:
+        """Every lease's address (an integer) and state, without reading whole leases:
+        what counting the ranges needs (:func:`~shrike_cli.ranges.usage_by_state`)."""
+        return [
+            _decoded(entry, "lease", lambda value: (ip_to_int(value["ip"]), str(value["state"])))
+            for entry in self.store.get_prefix(LEASES)
+        ]
+
+    # -- changes, for watching the state (``shrike events``)
+    def revision(self) -> int:
+        """The store's revision now: changes after it are yet to come."""
+        return self.store.revision()
+
+    def lease_changes(self, after: int, until: int) -> list[LeaseChange]:
+        """How the leases changed at the store revisions in ``(after, until]``; raises
+        :class:`~shrike_cli.stores.base.HistoryLost` when the store no longer has them."""
+        return [_lease_change(change) for change in self.store.changes(LEASES, after, until)]
+
+    def watch_leases(self, after: int | None = None) -> LeaseWatch:
+        """Follow the leases' changes after revision ``after`` (None: from now on)."""
+        return LeaseWatch(self.store.watch(LEASES, after))
+
+
+@dataclass(frozen=True)
+class LeaseChange:
+    """The lease of ``ip`` as it was and as it became at store ``revision`` (None: no
+    record)."""
+
+    revision: int
+    ip: IP
+    before: Lease | None
+    after: Lease | None
+
+
+def _lease_change(change: KeyChange) -> LeaseChange:
+    before = _decoded(change.before, "lease", Lease.from_json) if change.before else None
+    after = _decoded(change.after, "lease", Lease.from_json) if change.after else None
+    return LeaseChange(change.revision, IP(change.key.removeprefix(LEASES)), before, after)
+
+
+class LeaseWatch:
+    """The leases' changes as they happen (:meth:`State.watch_leases`)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def next(self, timeout: float) -> list[LeaseChange]:
+        """The next changes, waiting up to ``timeout`` seconds for some (see
+        :meth:`Watch.next <shrike_cli.stores.base.Watch.next>`)."""
+        return [_lease_change(change) for change in self._watch.next(timeout)]
+
+    @property
+    def position(self) -> int:
+        """Every change up to this revision has been returned: watch again from it."""
+        return self._watch.position
+
+    def close(self) -> None:
+        self._watch.close()
+
+    def __enter__(self) -> LeaseWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -47,11 +47,12 @@ def unit_defaults() -> dict[str, str]:
 
 
 def cli_envvars() -> set[str]:
-    """The environment variables the global options read."""
+    """The environment variables the global options and the server's options read."""
     group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
     return {
         name
-        for param in group.params
+        for param in [*group.params, *group.commands["server"].params]
         for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar or [])
     }
 
@@ -132,6 +133,23 @@ def test_every_setting_of_the_conf_is_read_by_shrike_or_the_unit() -> None:
     )  # fmt: skip
     exported = dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
     assert {name: exported[name] for name in values} == values
+
+
+def test_the_prometheus_examples_pass_promtool() -> None:
+    """The scrape configuration and the alert rules are valid, and each alert fires on
+    the series its unit test gives (promtool test rules)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    for check in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "shrike-alerts.yml"],
+        ["test", "rules", "shrike-alerts.test.yml"],
+    ):
+        result = subprocess.run(
+            [promtool, *check], cwd=EXAMPLES / "prometheus", capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ------------------------------------------------------- the provisioning script

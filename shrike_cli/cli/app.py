@@ -12,6 +12,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ..errors import ShrikeError
 from . import compat, output
+from .output import LogFormat
 from .state import Globals, configure_logging
 
 log = logging.getLogger("shrike")
@@ -19,8 +20,8 @@ log = logging.getLogger("shrike")
 
 #: --help lists commands in the order an operator uses them, not alphabetically.
 COMMAND_ORDER = (
-    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "doctor",
-    "adopt", "export", "import",
+    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "events",
+    "doctor", "adopt", "export", "import",
 )  # fmt: skip
 
 
@@ -207,8 +208,19 @@ def root(
             show_envvar=True,
         ),
     ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="SHRIKE_LOG_FORMAT",
+            help="How stderr is written: text, or json (one object a line: time, level, event and the"
+            " request's fields) for log shippers; errors and notes too.",
+            show_envvar=True,
+            case_sensitive=False,
+        ),
+    ] = LogFormat.text,
 ) -> None:
-    configure_logging(debug)
+    configure_logging(debug, log_format)
     ctx.obj = Globals(
         cluster_store=cluster_store or None,
         state_dir=state_dir,

@@ -9,17 +9,23 @@ each cell as text, never as terminal codes or markup: control characters are esc
 (an ESC reads ``\x1b``) and a cell longer than its column's width ends in an ellipsis.
 Error lines are escaped the same way (one line stays one line). JSON has every value
 exactly as stored.
+
+With ``--log-format json`` (:func:`set_log_format`) everything written on stderr, log
+records, notes and errors, is one JSON object a line (:func:`log_record`), for log
+shippers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, NamedTuple, NoReturn, Protocol
 
@@ -51,6 +57,39 @@ OutputOption = Annotated[
     Format,
     typer.Option("--output", "-o", help="Output format: a table for people, json for scripts.", case_sensitive=False),
 ]
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+_log_format = LogFormat.text
+
+
+def set_log_format(log_format: LogFormat) -> None:
+    """How stderr is written from now on (logging is set up by the caller)."""
+    global _log_format
+    _log_format = log_format
+
+
+def log_record(level: str, event: str, fields: Mapping[str, Any] | None = None, *, created: float | None = None) -> str:
+    """One JSON line for stderr: ``time`` (UTC, to the millisecond), ``level``, ``event``
+    (what a text line would say), then ``fields``, the details a machine filters on."""
+    moment = datetime.fromtimestamp(created, timezone.utc) if created is not None else datetime.now(timezone.utc)
+    record = {"time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "level": level, "event": event}
+    return json_line({**record, **(fields or {})})
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Log records as :func:`log_record` lines; a record's ``fields`` (``extra={"fields":
+    {...}}``) are added to it, with the logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {"logger": record.name, **getattr(record, "fields", {})}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return log_record(record.levelname.lower(), record.getMessage(), fields, created=record.created)
 
 
 def no_color() -> bool:
@@ -144,11 +183,17 @@ def progress(fmt: Format, message: str) -> Iterator[Progress]:
 
 def note(message: str) -> None:
     """A remark the user should see (never part of the machine-readable output)."""
+    if _log_format is LogFormat.json:
+        sys.stderr.write(log_record("info", message) + "\n")
+        return
     console(stderr=True, soft_wrap=True).print(message, markup=False)
 
 
 def error(message: str) -> None:
     """One line on stderr, prefixed like the rest of the Unix tools."""
+    if _log_format is LogFormat.json:
+        sys.stderr.write(log_record("error", message) + "\n")
+        return
     console(stderr=True, soft_wrap=True).print(f"shrike: error: {printable(message)}", markup=False, style="red")
 
 
@@ -177,6 +222,11 @@ class Column(NamedTuple):
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def json_line(data: Any) -> str:
+    """``data`` as JSON on one line, for streams of one object a line."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column | tuple[str, str]], *, empty: str) -> None:

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from ..ipam import Ipam
+from ..monitoring import DEFAULT_REFRESH, MetricsAddress, MetricsServer, parse_metrics_address
 from ..owners import OwnerTracker
 from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
 from ..reconcile import PeriodicReconcile
+from ..stores.measured import MeasuredStore
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
 from .reconcile import parse_duration_option
@@ -51,6 +53,28 @@ def server(
             " 10 minutes ago, as 'shrike reconcile --fix' does.",
         ),
     ] = None,
+    metrics_address: Annotated[
+        MetricsAddress | None,
+        typer.Option(
+            "--metrics-address",
+            envvar="SHRIKE_METRICS_ADDRESS",
+            show_envvar=True,
+            parser=parse_metrics_address,
+            metavar="HOST:PORT|PATH",
+            help="Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP there:"
+            " HOST:PORT, :PORT for every address, or a unix socket's path.",
+        ),
+    ] = None,
+    metrics_refresh: Annotated[
+        float | None,
+        typer.Option(
+            "--metrics-refresh",
+            parser=parse_duration_option,
+            metavar="DURATION",
+            help="How often the ranges' figures in /metrics are counted from the store, one read of every lease"
+            f" [default: {DEFAULT_REFRESH:g}s].",
+        ),
+    ] = None,
 ) -> None:
     """Run the Docker IPAM plugin on PLUGIN_DIR/PLUGIN_NAME.sock until SIGTERM or SIGINT.
 
@@ -58,8 +82,11 @@ def server(
     addresses from it. Logs go to stderr, one line per request with --debug.
     """
     path = socket_path(plugin_dir, plugin_name)
-    ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
+    store = globals_of(ctx).store()
+    ipam = Ipam(MeasuredStore(store) if metrics_address else store, max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
+        if metrics_address:
+            helpers.enter_context(MetricsServer(ipam, metrics_address, refresh=metrics_refresh or DEFAULT_REFRESH))
         tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
         if reconcile_every:
             helpers.enter_context(

@@ -13,6 +13,7 @@ import typer
 from ..ipam import Ipam
 from ..stores import open_store
 from ..stores.base import Store
+from .output import JsonLogFormatter, LogFormat, set_log_format
 
 
 @dataclass
@@ -76,10 +77,14 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(debug: bool) -> None:
-    # One line per record with no timestamp: journald adds its own.
+def configure_logging(debug: bool, log_format: LogFormat = LogFormat.text) -> None:
     handler = _CurrentStderr()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if log_format is LogFormat.json:
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        # One line per record with no timestamp: journald adds its own.
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    set_log_format(log_format)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
     # Their debug lines (every HTTP call to dockerd) would drown ours.
     for noisy in ("urllib3", "docker"):

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .. import metrics
 from ..errors import InvalidInput, ShrikeError
 from ..ipam import Ipam, Returning
 from ..model import IP, KIND_AUX, Lease, Subnet
@@ -151,19 +153,29 @@ class Driver:
         }
 
     def handle(self, path: str, body: bytes) -> Reply:
-        """Answer one call; never raises."""
+        """Answer one call; never raises. Every call is timed, and every refusal counted
+        with its reason (:func:`~shrike_cli.metrics.plugin_request`)."""
+        started = time.perf_counter()
+        status, reply, refused = self._answer(path, body)
+        known = path if path in self._endpoints else "/other"
+        metrics.plugin_request(known[1:], time.perf_counter() - started, refused)
+        return status, reply
+
+    def _answer(self, path: str, body: bytes) -> tuple[int, dict[str, Any], str | None]:
+        """The status, the reply and, for an error, its reason."""
         endpoint = self._endpoints.get(path)
         if endpoint is None:
-            return 404, {"Err": f"unknown endpoint {path[:100]}: shrike serves /Plugin.Activate and /IpamDriver.*"}
+            reply = {"Err": f"unknown endpoint {path[:100]}: shrike serves /Plugin.Activate and /IpamDriver.*"}
+            return 404, reply, "unknown_endpoint"
         try:
-            return 200, endpoint(decode(body))
+            return 200, endpoint(decode(body)), None
         except BadRequest as err:
-            return 400, {"Err": f"malformed request: {err}"}
+            return 400, {"Err": f"malformed request: {err}"}, err.reason
         except ShrikeError as err:
-            return 500, {"Err": str(err)}
+            return 500, {"Err": str(err)}, err.reason
         except Exception as err:  # a bug: answer it, keep serving, leave a traceback
             log.exception("%s failed", path)
-            return 500, {"Err": f"internal error in shrike ({type(err).__name__}: {err})"}
+            return 500, {"Err": f"internal error in shrike ({type(err).__name__}: {err})"}, "internal_error"
 
     # ------------------------------------------------------------------ pools
     def request_pool(self, request: Request) -> dict[str, Any]:

@@ -198,12 +198,18 @@ class PluginHandler(BaseHTTPRequestHandler):
         if status == 200 and not log.isEnabledFor(logging.DEBUG):
             return
         # A request line that did not parse leaves no command or path.
-        line = f"{self.command or '-'} {getattr(self, 'path', '-')[:200]} {status} {seconds * 1000:.1f}ms"
+        path = getattr(self, "path", "-")[:200]
+        line = f"{self.command or '-'} {path} {status} {seconds * 1000:.1f}ms"
+        # The same, for --log-format json.
+        fields: dict[str, Any] = {"method": self.command, "path": path, "status": status}
+        fields["duration_ms"] = round(seconds * 1000, 3)
         if status != 200:
-            log.warning("%s: %s", line, reply.get("Err"))
+            log.warning("%s: %s", line, reply.get("Err"), extra={"fields": {**fields, "error": reply.get("Err")}})
         else:
             result = reply.get("Address") or reply.get("PoolID")
-            log.debug("%s%s", line, f" {result}" if result else "")
+            if result:
+                fields["address" if "Address" in reply else "pool"] = result
+            log.debug("%s%s", line, f" {result}" if result else "", extra={"fields": fields})
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Requests are logged by :meth:`_log`, with their outcome."""

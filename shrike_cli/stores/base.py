@@ -11,7 +11,10 @@ transaction:
   key has revision 0;
 * :meth:`Store.txn` is compare-and-swap: if every ``(key, revision)`` compare holds,
   all operations are applied atomically; otherwise nothing is written and the current
-  entries of ``reads`` are returned, so the caller can retry without another round trip.
+  entries of ``reads`` are returned, so the caller can retry without another round trip;
+* the changes of the keys under a prefix can be read back in revision order, each with
+  the entry before and after it (:meth:`Store.changes`, :meth:`Store.watch`), like an
+  etcd watch with ``prev_kv``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ decode = json.JSONDecoder().decode
 
 
 class StoreError(ShrikeError):
-    """The store could not be used (unreachable, timed out, corrupt); the message names it."""
+    """The store could not be used (unreachable, timed out, corrupt); the message names it,
+    ``reason`` says which (``unreachable``, ``timeout``, ``refused``, ``locked``, ...)."""
+
+
+class HistoryLost(StoreError):
+    """The changes asked for are no longer kept; those after ``available_after`` are."""
+
+    def __init__(self, message: str, available_after: int = 0) -> None:  # a default, for copy and pickle
+        super().__init__(message, reason="history_lost")
+        self.available_after = available_after
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,42 @@ class Delete:
 
 
 Op = Put | Delete
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One write of ``key`` at store ``revision``: its entry before and after (None: absent)."""
+
+    revision: int
+    key: str
+    before: Entry | None
+    after: Entry | None
+
+
+class Watch(ABC):
+    """The changes of the keys under a prefix, in revision order, as they happen."""
+
+    #: Every change up to this revision has been returned by :meth:`next`: a watch made
+    #: again from it misses nothing.
+    position: int
+
+    @abstractmethod
+    def next(self, timeout: float) -> list[KeyChange]:
+        """The next changes, waiting up to ``timeout`` seconds for some (``[]``: none came).
+
+        Raises :class:`HistoryLost` when changes were dropped before they could be read,
+        :class:`StoreError` when the store cannot be reached (watch again from the last
+        revision read)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for watches holding no resources
+        """Stop watching."""
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 #: ``(key, revision)``: holds when the key's last-write revision equals ``revision``;
 #: ``0`` means "the key must be absent".
@@ -127,6 +175,22 @@ class Store(ABC):
         or ``reads`` exceed :data:`MAX_TXN_OPS` or ``ops`` name a key twice (etcd refuses
         both).
         """
+
+    @abstractmethod
+    def revision(self) -> int:
+        """The store's current revision (that of its last write)."""
+
+    @abstractmethod
+    def changes(self, prefix: str, after: int, until: int) -> list[KeyChange]:
+        """The changes of the keys under ``prefix`` with a revision in ``(after, until]``,
+        in revision order. Raises :class:`HistoryLost` when those after ``after`` are no
+        longer all kept."""
+
+    @abstractmethod
+    def watch(self, prefix: str, after: int | None = None) -> Watch:
+        """Follow the changes of the keys under ``prefix`` with a revision above ``after``
+        (None: from now on). Raises :class:`HistoryLost`, here or at the first
+        :meth:`Watch.next`, when those are no longer all kept."""
 
     def close(self) -> None:  # noqa: B027 - optional for stores holding no resources
         """Release connections or file handles."""

@@ -6,6 +6,17 @@ is what makes thousands of allocations per second possible. Every :meth:`txn` is
 ``BEGIN IMMEDIATE`` transaction: it takes the write lock up front, so the compares and the
 writes see the same state and concurrent writers queue on the busy timeout instead of
 failing half way.
+
+Changes are recorded (the ``changes`` table, read by :meth:`EmbeddedStore.watch` and
+:meth:`EmbeddedStore.changes`) only while someone watches: a watcher registers in
+``watchers`` and renews its row; the first one creates the triggers that write
+``changes``, the last one to go drops them. Recording costs an allocation a tenth of its
+time or so (one more table written per commit), which nobody should pay for a watch that
+is not running: without a watcher, a commit does exactly what it did before there was a
+record (and every :data:`TRIM_EVERY` commits, one look for expired watchers).
+``journal.since`` is the revision from which the record is complete: it is set when the
+first watcher arrives, and moves up as old changes are trimmed (the last
+:data:`JOURNAL_KEEP` revisions are kept). A watcher that dies leaves its row to expire.
 """
 
 from __future__ import annotations
@@ -14,17 +25,62 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, decode, encode, validate_txn
+from .base import (
+    Compare,
+    Entry,
+    HistoryLost,
+    KeyChange,
+    Op,
+    Put,
+    Store,
+    StoreError,
+    TxnResult,
+    Watch,
+    decode,
+    encode,
+    validate_txn,
+)
+
+T = TypeVar("T")
+
+#: How many revisions of changes are kept while someone watches.
+JOURNAL_KEEP = 10_000
+#: Old changes and expired watchers are dropped by one commit in this many.
+TRIM_EVERY = 256
+#: A watcher's registration lasts this long unless renewed (a third of it before it ends).
+WATCHER_TTL = 30.0
+#: How often a watch looks for new changes.
+POLL_INTERVAL = 0.1
 
 _SCHEMA = (
     # WITHOUT ROWID: the key is the only index, so lookups and prefix scans use it directly.
     "CREATE TABLE IF NOT EXISTS kv ( key TEXT PRIMARY KEY, value TEXT NOT NULL, rev INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS store_revision ( id INTEGER PRIMARY KEY CHECK (id = 0), rev INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO store_revision (id, rev) VALUES (0, 0)",
+    # The change record, written only while a watcher is registered (see the module docstring).
+    "CREATE TABLE IF NOT EXISTS changes ( rev INTEGER NOT NULL, key TEXT NOT NULL, old TEXT, old_rev INTEGER,"
+    " new TEXT, PRIMARY KEY (rev, key)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS watchers ( id INTEGER PRIMARY KEY, expires REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS journal ( id INTEGER PRIMARY KEY CHECK (id = 0), since INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO journal (id, since) VALUES (0, 0)",
 )
+
+#: The triggers that record changes, there while a watcher is registered.
+_RECORDING = (
+    # BEFORE, so that the row being replaced (INSERT OR REPLACE) is still there to read.
+    "CREATE TRIGGER IF NOT EXISTS record_put BEFORE INSERT ON kv BEGIN"
+    " INSERT INTO changes (rev, key, old, old_rev, new) VALUES (NEW.rev, NEW.key,"
+    " (SELECT value FROM kv WHERE key = NEW.key), (SELECT rev FROM kv WHERE key = NEW.key), NEW.value); END",
+    # A delete's revision is the one the transaction is writing: txn() sets store_revision last.
+    "CREATE TRIGGER IF NOT EXISTS record_delete AFTER DELETE ON kv BEGIN"
+    " INSERT INTO changes (rev, key, old, old_rev, new) VALUES ((SELECT rev + 1 FROM store_revision WHERE id = 0),"
+    " OLD.key, OLD.value, OLD.rev, NULL); END",
+)
+_NOT_RECORDING = ("DROP TRIGGER IF EXISTS record_put", "DROP TRIGGER IF EXISTS record_delete")
 
 # The same SQL strings every time, so sqlite3's statement cache hands back prepared
 # statements. Text keys compare with SQLite's default BINARY collation (memcmp of UTF-8),
@@ -37,6 +93,13 @@ _PUT = "INSERT OR REPLACE INTO kv (key, value, rev) VALUES (?, ?, ?)"
 _DELETE = "DELETE FROM kv WHERE key = ?"
 _PREFIX = "SELECT key, value, rev FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?"
 _ALL = "SELECT key, value, rev FROM kv WHERE key >= ? ORDER BY key LIMIT ?"
+_CHANGES = "SELECT rev, key, old, old_rev, new FROM changes WHERE rev > ? AND rev <= ? AND key >= ? AND key < ?"
+_ALL_CHANGES = "SELECT rev, key, old, old_rev, new FROM changes WHERE rev > ? AND rev <= ? AND key >= ?"
+_IN_ORDER = " ORDER BY rev, key LIMIT ?"
+_JOURNAL_SINCE = "SELECT since FROM journal WHERE id = 0"
+_EXPIRE_WATCHERS = "DELETE FROM watchers WHERE expires < ?"
+#: Most changes one read returns: a transaction writes at most MAX_TXN_OPS keys, far fewer.
+_CHANGES_PAGE = 1000
 
 
 def prefix_successor(prefix: str) -> str | None:
@@ -112,7 +175,9 @@ class EmbeddedStore(Store):
 
     def _error(self, exc: BaseException) -> StoreError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return StoreError(f"cannot use the store {self.path}: {' '.join(reason.split())}")
+        # "database is locked": another process held the write lock past the busy timeout.
+        kind = "locked" if "locked" in reason or "busy" in reason else "io"
+        return StoreError(f"cannot use the store {self.path}: {' '.join(reason.split())}", reason=kind)
 
     def _connection(self) -> sqlite3.Connection:
         # A SQLite connection must not cross fork(): a child reopens its own.
@@ -153,12 +218,17 @@ class EmbeddedStore(Store):
         # Encode before taking the write lock, keeping the locked section short; a value of
         # None marks a delete.
         writes = [(op.key, encode(op.value) if isinstance(op, Put) else None) for op in ops]
+        return self._transaction(lambda conn: self._apply(conn, compares, writes, reads))
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """Run ``body`` in one transaction: a write transaction (the write lock taken up
+        front), or a read one, which sees one snapshot of the file."""
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
-                    result = self._apply(conn, compares, writes, reads)
+                    result = body(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -197,4 +267,128 @@ class EmbeddedStore(Store):
         if not changed:
             return TxnResult(succeeded=True, revision=current)
         conn.execute(_SET_STORE_REV, (new,))
+        if new % TRIM_EVERY == 0 and _expire_watchers(conn):
+            conn.execute("DELETE FROM changes WHERE rev <= ?", (new - JOURNAL_KEEP,))
+            conn.execute("UPDATE journal SET since = max(since, ?) WHERE id = 0", (new - JOURNAL_KEEP,))
         return TxnResult(succeeded=True, revision=new)
+
+    # -- changes -------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        return self._transaction(lambda conn: conn.execute(_STORE_REV).fetchone()[0], write=False)
+
+    def _register(self, watcher: int | None = None) -> int:
+        """Register a watcher (or renew ``watcher``'s registration, registering anew if it
+        expired); returns its id. The first watcher starts the record afresh."""
+
+        def register(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            if watcher is not None:
+                renewed = conn.execute("UPDATE watchers SET expires = ? WHERE id = ?", (now + WATCHER_TTL, watcher))
+                if renewed.rowcount:
+                    return watcher
+            if not _expire_watchers(conn):
+                conn.execute("DELETE FROM changes")
+                conn.execute("UPDATE journal SET since = (SELECT rev FROM store_revision WHERE id = 0) WHERE id = 0")
+                for statement in _RECORDING:
+                    conn.execute(statement)
+            cursor = conn.execute("INSERT INTO watchers (expires) VALUES (?)", (now + WATCHER_TTL,))
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return self._transaction(register)
+
+    def _unregister(self, watcher: int) -> None:
+        def unregister(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM watchers WHERE id = ?", (watcher,))
+            _expire_watchers(conn)
+
+        self._transaction(unregister)
+
+    def _recorded(self, prefix: str, after: int, until: int) -> list[KeyChange]:
+        """The recorded changes under ``prefix`` in ``(after, until]`` (at most a page of
+        them, whole revisions), or :class:`HistoryLost` if the record misses some."""
+        end = prefix_successor(prefix)
+        sql, bounds = (_ALL_CHANGES, (prefix,)) if end is None else (_CHANGES, (prefix, end))
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, str | None, int | None, str | None]]:
+            since = conn.execute(_JOURNAL_SINCE).fetchone()[0]
+            if after < since:
+                recorded = f"it has those after revision {since}"
+                raise HistoryLost(f"{self.path} records changes only while they are watched: {recorded}", since)
+            return conn.execute(sql + _IN_ORDER, (after, until, *bounds, _CHANGES_PAGE)).fetchall()
+
+        rows = self._transaction(read, write=False)
+        if len(rows) == _CHANGES_PAGE:  # the last revision may go on: read it whole next time
+            rows = [row for row in rows if row[0] != rows[-1][0]]
+        return [
+            KeyChange(
+                rev,
+                key,
+                None if old is None else Entry(key, decode(old), old_rev or 0),
+                None if new is None else Entry(key, decode(new), rev),
+            )
+            for rev, key, old, old_rev, new in rows
+        ]
+
+    def changes(self, prefix: str, after: int, until: int) -> list[KeyChange]:
+        watcher = self._register()
+        try:
+            found: list[KeyChange] = []
+            while page := self._recorded(prefix, found[-1].revision if found else after, until):
+                found += page
+            return found
+        finally:
+            self._unregister(watcher)
+
+    def watch(self, prefix: str, after: int | None = None) -> Watch:
+        return _RecordWatch(self, prefix, after)
+
+
+def _expire_watchers(conn: sqlite3.Connection) -> bool:
+    """Drop the watchers whose registration ran out; once none is left, stop recording.
+    Returns whether some watcher is left."""
+    conn.execute(_EXPIRE_WATCHERS, (time.time(),))
+    if conn.execute("SELECT 1 FROM watchers LIMIT 1").fetchone() is not None:
+        return True
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'record_put'").fetchone():
+        for statement in _NOT_RECORDING:
+            conn.execute(statement)
+    return False
+
+
+class _RecordWatch(Watch):
+    """A watch on the embedded store: registered as a watcher, it polls the record."""
+
+    def __init__(self, store: EmbeddedStore, prefix: str, after: int | None) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._watcher: int | None = store._register()
+        self._renewed = time.monotonic()
+        try:
+            # Registered first: from then on every change is recorded.
+            self.position = store.revision() if after is None else after
+            store._recorded(prefix, self.position, self.position)  # HistoryLost now rather than at the first read
+        except BaseException:
+            self.close()
+            raise
+
+    def next(self, timeout: float) -> list[KeyChange]:
+        assert self._watcher is not None, "the watch is closed"
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() - self._renewed > WATCHER_TTL / 3:
+                self._watcher = self._store._register(self._watcher)
+                self._renewed = time.monotonic()
+            found = self._store._recorded(self._prefix, self.position, 2**63 - 1)
+            if found:
+                self.position = found[-1].revision
+                return found
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            self._store._unregister(watcher)

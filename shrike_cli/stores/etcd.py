@@ -11,6 +11,7 @@ plain http.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 from collections.abc import Sequence
@@ -29,12 +30,30 @@ from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
 from pyetcd.utils import prefix_range_end
 
 from ..errors import InvalidInput
-from .base import Compare, Entry, Op, Put, Store, StoreError, TxnResult, decode, encode, validate_txn
+from .base import (
+    Compare,
+    Entry,
+    HistoryLost,
+    KeyChange,
+    Op,
+    Put,
+    Store,
+    StoreError,
+    TxnResult,
+    Watch,
+    decode,
+    encode,
+    validate_txn,
+)
 
 # A full get_prefix over a large range can exceed gRPC's default 4 MiB reply limit.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+#: Reading past changes, how long to wait for more once the last put is in: etcd sends a
+#: watch's backlog in batches a tenth of a second apart.
+_BACKLOG_GRACE = 0.5
 
 # How gRPC words an UNAVAILABLE that never reached the server (refused, no route, DNS).
 _NOT_CONNECTED = "failed to connect to all addresses"
@@ -234,6 +253,7 @@ class EtcdStore(Store):
         count = len(self._endpoints)
         start = self._current
         last = ""
+        kind = "unreachable"
         for attempt in range(count):
             index = (start + attempt) % count
             url = self._endpoints[index].url
@@ -247,21 +267,21 @@ class EtcdStore(Store):
                         self._drop(index)  # the auth token expired: authenticate again, once
                         continue
                     if code not in _UNREACHABLE:
-                        raise StoreError(f"etcd at {url} refused the request: {details}") from None
+                        raise StoreError(f"etcd at {url} refused the request: {details}", reason="refused") from None
                     self._drop(index)
                     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        details = f"no answer within {self._timeout:g} s"
+                        details, kind = f"no answer within {self._timeout:g} s", "timeout"
                     details = _hint(details, self._endpoints[index].secure)
                     if write and not never_sent:
                         self._current = (index + 1) % count
                         raise StoreError(
-                            f"etcd at {url} is unreachable: {details} (the change may have been applied)"
+                            f"etcd at {url} is unreachable: {details} (the change may have been applied)", reason=kind
                         ) from None
                     last = details
                     break
                 self._current = index
                 return result
-        raise StoreError(f"etcd at {self.location} is unreachable: {last}")
+        raise StoreError(f"etcd at {self.location} is unreachable: {last}", reason=kind)
 
     # -- the Store interface -------------------------------------------------------------
 
@@ -320,3 +340,138 @@ class EtcdStore(Store):
             kvs = response.response_range.kvs
             entries[key] = self._entry(kvs[0]) if kvs else None
         return TxnResult(succeeded=False, entries=entries)
+
+    def revision(self) -> int:
+        request = etcdrpc.RangeRequest(key=self._prefix, count_only=True)
+        return int(self._call("Range", request, write=False).header.revision)
+
+    def changes(self, prefix: str, after: int, until: int) -> list[KeyChange]:
+        if until <= after:
+            return []
+        # A watch has no end: read until the last put under the prefix up to ``until`` is
+        # in, then as long as more comes quickly (the deletes after it leave no trace).
+        start = self._key(prefix)
+        newest = etcdrpc.RangeRequest(
+            key=start,
+            range_end=prefix_range_end(start),
+            revision=until,
+            keys_only=True,
+            limit=1,
+            sort_order=etcdrpc.RangeRequest.DESCEND,
+            sort_target=etcdrpc.RangeRequest.MOD,
+        )
+        kvs = self._call("Range", newest, write=False).kvs
+        last_put = kvs[0].mod_revision if kvs else 0
+        found: list[KeyChange] = []
+        with self.watch(prefix, after) as watch:
+            reached = last_put <= after
+            while True:
+                batch = watch.next(_BACKLOG_GRACE if reached else self._timeout)
+                if not batch:
+                    if reached:
+                        return found
+                    raise StoreError(
+                        f"etcd at {self.location} sent no change within {self._timeout:g} s", reason="timeout"
+                    )
+                found += [change for change in batch if change.revision <= until]
+                if batch[-1].revision >= until:
+                    return found
+                reached = reached or batch[-1].revision >= last_put
+
+    def watch(self, prefix: str, after: int | None = None) -> Watch:
+        return _EtcdWatch(self, prefix, after)
+
+
+class _EtcdWatch(Watch):
+    """An etcd watch stream on one endpoint (with ``prev_kv``); a thread reads it."""
+
+    def __init__(self, store: EtcdStore, prefix: str, after: int | None) -> None:
+        self._store = store
+        self._index = store._current
+        self._url = store._endpoints[self._index].url
+        self._requests: queue.SimpleQueue[etcdrpc.WatchRequest | None] = queue.SimpleQueue()
+        self._responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        start = store._key(prefix)
+        create = etcdrpc.WatchCreateRequest(
+            key=start, range_end=prefix_range_end(start), prev_kv=True, start_revision=0 if after is None else after + 1
+        )
+        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+        try:
+            client = store._client(self._index)
+        except grpc.RpcError as exc:
+            raise self._failure(exc) from None
+        self._call = etcdrpc.WatchStub(client.channel).Watch(iter(self._requests.get, None), metadata=client.metadata)
+        self._reader = threading.Thread(target=self._read, name="shrike-etcd-watch", daemon=True)
+        self._reader.start()
+        try:
+            # etcd answers "created" at once, or that the revision is compacted.
+            created = self._take(store._timeout)
+            if created is None:
+                raise StoreError(
+                    f"etcd at {self._url} did not start the watch within {store._timeout:g} s", reason="timeout"
+                )
+        except BaseException:
+            self.close()
+            raise
+        # From now on: the revision etcd was at when it made the watch.
+        self.position = created.header.revision if after is None else after
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                self._responses.put(response)
+        except grpc.RpcError as exc:
+            self._responses.put(exc)
+
+    def _failure(self, exc: grpc.RpcError) -> StoreError:
+        code, details, _ = _describe(exc)
+        self._store._drop(self._index)
+        # The next watch tries the next endpoint.
+        self._store._current = (self._index + 1) % len(self._store._endpoints)
+        if code in _UNREACHABLE:
+            return StoreError(f"etcd at {self._url} is unreachable: {details}", reason="unreachable")
+        return StoreError(f"etcd at {self._url} ended the watch: {details}", reason="refused")
+
+    def _take(self, timeout: float) -> etcdrpc.WatchResponse | None:
+        """The next response (None: none within ``timeout``); failures raised."""
+        try:
+            item = self._responses.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        if isinstance(item, grpc.RpcError):
+            if item.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise StoreError(f"the watch on etcd at {self._url} was closed", reason="cancelled")
+            raise self._failure(item)
+        if item.compact_revision:
+            raise HistoryLost(
+                f"etcd at {self._url} has compacted the changes before revision {item.compact_revision}",
+                item.compact_revision - 1,
+            )
+        if item.canceled:
+            raise StoreError(
+                f"etcd at {self._url} ended the watch: {item.cancel_reason or 'no reason given'}", reason="refused"
+            )
+        return item
+
+    def next(self, timeout: float) -> list[KeyChange]:
+        response = self._take(timeout)
+        if response is None:
+            return []
+        store = self._store
+        changes = [
+            KeyChange(
+                event.kv.mod_revision,
+                event.kv.key[len(store._prefix) :].decode(),
+                store._entry(event.prev_kv) if event.HasField("prev_kv") else None,
+                None if event.type == event.DELETE else store._entry(event.kv),
+            )
+            for event in response.events
+        ]
+        if changes:
+            self.position = changes[-1].revision
+        return changes
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._requests.put(None)
+        self._reader.join(5)
