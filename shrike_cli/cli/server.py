@@ -58,7 +58,8 @@ def server(
     addresses from it. Logs go to stderr, one line per request with --debug.
     """
     path = socket_path(plugin_dir, plugin_name)
-    ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
+    options = globals_of(ctx)
+    ipam = Ipam(options.store(), host=options.host, max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
         tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
         if reconcile_every:
