@@ -70,6 +70,22 @@ def test_release_if_unchanged_is_a_compare_and_swap_on_the_lease(lan_ipam: Ipam)
     assert lan_ipam.release_if_unchanged(named, revision).state == STATE_RESERVED
 
 
+def test_release_parked_frees_only_an_address_still_parked(lan_ipam: Ipam) -> None:
+    """Regression (the storm): an address taken back between the read of the parked list
+    and the release was said to be released (logged, and reported by reconcile --fix)."""
+    owner = {"container_id": "c1", "name": "web1"}
+    ip = lan_ipam.request_address(LAN, mac=MAC, owner=owner).ip
+    assert lan_ipam.release_address(ip, keep=True).state == STATE_PARKED
+    [entry] = lan_ipam.parked()
+    lan_ipam.request_address(LAN, ip, owner=owner)  # its container comes back with --ip
+    assert lan_ipam.release_parked(entry) is None
+    assert lan_ipam.lease(ip).state == STATE_HELD
+
+    lan_ipam.release_address(ip, keep=True)
+    [entry] = lan_ipam.parked()
+    assert lan_ipam.release_parked(entry).state == STATE_RELEASED
+
+
 def test_an_unreachable_dockerd_is_one_line(tmp_path: Path) -> None:
     nowhere = f"unix://{tmp_path}/none.sock"
     result = subprocess.run(
