@@ -36,6 +36,12 @@ The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
 A record that does not have the shape shrike writes (edited by hand) is reported as
 :class:`~shrike_cli.errors.Damaged`, naming its key, never as a crash.
 
+:meth:`State.check` verifies these invariants (and that every lease lies in the declared
+ranges, in a state its kind may have, and every cursor inside its range) in one snapshot
+of the store, where what one transaction keeps holds exactly; only what may lag is
+allowed: a MAC with no entry. :meth:`State.repair` fixes a missing or dangling index,
+free-list or parked entry with a compare-and-swap on the records it was found in.
+
 Changes are built as a :class:`Change` (preconditions and effects in domain terms) and
 committed as one compare-and-swap transaction by :meth:`State.commit`.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from . import output
 from .app import app
 from .compat import PLUGIN_NAME, PluginNameOption
 from .output import Column, Format, OutputOption
-from .reconcile import parse_duration_option
+from .reconcile import PluginDirHintOption, parse_duration_option
 from .state import globals_of
 
 COLUMNS = [
@@ -49,14 +48,7 @@ def check_command(
         ),
     ] = None,
     plugin_name: PluginNameOption = PLUGIN_NAME,
-    plugin_dir: Annotated[
-        Path,
-        typer.Option(
-            "--plugin-dir",
-            help="Where plugins answer, to tell a wrong plugin name from a wrong dockerd.",
-            file_okay=False,
-        ),
-    ] = PLUGIN_DIR,
+    plugin_dir: PluginDirHintOption = PLUGIN_DIR,
     fmt: OutputOption = Format.table,
 ) -> None:
     """Check the state: in the store, every record is one shrike writes, every lease lies in
