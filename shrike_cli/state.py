@@ -813,6 +813,8 @@ class _Checker:
             return "(no state a lease of that kind has)"
         if lease.state == STATE_RELEASED and lease.name:
             return f"and still names the reservation {lease.name}"
+        if lease.state != STATE_RELEASED and lease.free_key:
+            return f"and still names the free-list entry '{lease.free_key}'"
         if lease.state == STATE_RESERVED and not lease.name:
             return "and names no reservation"
         if lease.state == STATE_PARKED and lease.name:

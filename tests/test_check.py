@@ -125,6 +125,7 @@ def test_what_a_person_must_look_at_is_found_and_left_alone(lan_ipam: Ipam) -> N
         Put("leases/198.51.100.107", {**held.value, "name": "cache"}),  # under another address
         Put("leases/198.51.100.150", outside),  # in no container range
         Put("leases/198.51.100.108", {**held.value, "ip": "198.51.100.108", "state": "reserved", "mac": ""}),
+        Put("leases/198.51.100.104", {**held.value, "ip": "198.51.100.104", "free_key": "free/x", "mac": ""}),
         Put("leases/198.51.100.109", {"ip": "198.51.100.109"}),  # damaged
         Put(f"ranges/{RANGE}", {"next": 11}),  # past its range
         Put("leftover/x", {}),
@@ -132,7 +133,10 @@ def test_what_a_person_must_look_at_is_found_and_left_alone(lan_ipam: Ipam) -> N
     found = problems(lan_ipam)
     assert set(found) == {LEASE_MISFILED, LEASE_OUTSIDE, LEASE_STATE, DAMAGED_RECORD, CURSOR_OUTSIDE, UNKNOWN_RECORD}
     assert found[LEASE_MISFILED] == "198.51.100.107"
-    assert found[LEASE_STATE] == "198.51.100.108"  # reserved, for no name
+    assert {f.ip for f in lan_ipam.state.check().findings if f.problem == LEASE_STATE} == {
+        "198.51.100.108",  # reserved, for no name
+        "198.51.100.104",  # held, with a free-list key
+    }
     assert not any(finding.repair for finding in lan_ipam.state.check().findings)
     # Two leases carrying one reservation name.
     write(
