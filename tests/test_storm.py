@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.dockerd import term_as_interrupt
 from tests.fixtures.storm import Cluster, addresses_twice, describe, settle, store_problems, storm
 
 pytestmark = [pytest.mark.docker, pytest.mark.storm]
@@ -26,10 +29,23 @@ pytestmark = [pytest.mark.docker, pytest.mark.storm]
 SECONDS = float(os.environ.get("SHRIKE_STORM_SECONDS", "60"))
 
 
-@pytest.mark.timeout(900)
-def test_two_hosts_keep_every_promise_through_churn_and_faults(tmp_path: Path) -> None:
+@pytest.fixture
+def cleanup_on_sigterm() -> Iterator[None]:
+    """A CI job cancelled with SIGTERM still stops the storm's dockerds and namespaces."""
     if os.geteuid() != 0:
         pytest.skip("the storm needs root: dockerd and network namespaces")
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, term_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.usefixtures("cleanup_on_sigterm")
+def test_two_hosts_keep_every_promise_through_churn_and_faults(tmp_path: Path) -> None:
     seed = int(os.environ.get("SHRIKE_STORM_SEED") or random.randrange(1_000_000))
     print(f"SHRIKE_STORM_SEED={seed}")
     with Cluster(tmp_path) as cluster:
