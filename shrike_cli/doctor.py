@@ -82,6 +82,8 @@ class Target:
     open_store: Callable[[], Store]
     #: the embedded store's file, None with etcd: a missing file is reported, not created
     store_file: Path | None
+    #: the name this host's leases carry (None: the machine's hostname)
+    host: str | None = None
     plugin_dir: Path = PLUGIN_DIR
     plugin_name: str = "shrike"
     #: the one network to check; None: every network whose IPAM driver is the plugin
@@ -195,7 +197,7 @@ class _Diagnosis:
         what = "embedded store" if path is not None else "etcd at"
         try:
             store = self.target.open_store()
-            ipam = Ipam(store)
+            ipam = Ipam(store, host=self.target.host)
             config = ipam.config()
         except ShrikeError as err:
             hint = (

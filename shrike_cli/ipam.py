@@ -524,7 +524,9 @@ class Ipam:
     def release_parked(self, entry: Parked) -> Lease | None:
         """Free an address parked for a container that no longer exists (None: it was
         taken back or changed meanwhile)."""
-        return self.allocator.release(entry.ip, accept=lambda lease: _parked_as(lease, entry))
+        lease = self.allocator.release(entry.ip, accept=lambda lease: _parked_as(lease, entry))
+        # The allocator answers with the lease as it stands, also when it left it alone.
+        return lease if lease is not None and lease.state == STATE_RELEASED else None
 
     def rename_parked(self, entry: Parked, name: str) -> Lease | None:
         """Follow a rename of the stopped container an address is parked for: a request

@@ -71,12 +71,20 @@ def containers(client: docker.DockerClient) -> list[dict[str, Any]]:
         return list(client.api.containers(all=True))
 
 
+#: The states in which a container holds its addresses.
+HOLDING = ("running", "paused")
+
+
 def endpoints(client: docker.DockerClient) -> list[Endpoint]:
-    """Every address of this dockerd's containers, in every network, IPv4 and IPv6 (a
-    dual-stack endpoint is two): one API call. A stopped container keeps its networks in
-    its config but no address, so it has none here."""
+    """Every address of this dockerd's running (or paused) containers, in every network,
+    IPv4 and IPv6 (a dual-stack endpoint is two): one API call. A stopped container holds
+    no address, but dockerd 20.10 may still show one on it, stale: on a container it killed
+    while starting up (one that ran on through its previous shutdown, as with
+    live-restore); those are left out."""
     found = []
     for container in containers(client):
+        if container.get("State") not in HOLDING:
+            continue
         name = (container.get("Names") or [""])[0].lstrip("/")
         networks: dict[str, dict[str, Any]] = (container.get("NetworkSettings") or {}).get("Networks") or {}
         for network, settings in networks.items():

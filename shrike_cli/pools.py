@@ -26,12 +26,10 @@ from typing import Any
 
 from .errors import InvalidInput, NotFound
 from .model import Config, IPv4, Subnet
-from .state import State, pool_key
+from .state import EUI64_SUFFIX, State, pool_key
 from .stores.base import Store
 
 ID_PREFIX = "shrike/"
-#: The suffix of the ids of pools whose containers get the address their MAC derives (EUI-64).
-EUI64_SUFFIX = "+eui64"
 
 
 def _address(text: str) -> IPv4 | None:

@@ -25,6 +25,7 @@ from shrike_cli.plugin.protocol import Driver
 from shrike_cli.pools import Pool
 from shrike_cli.state import State
 from shrike_cli.stores import Store
+from shrike_cli.stores.base import Put
 from tests.fixtures.plugin import SHRIKE
 
 LAN6 = "2001:db8:1::/64"
@@ -347,3 +348,26 @@ def test_addresses_typed_in_any_form_find_their_lease(ipam: Ipam) -> None:
     assert ipam.release_container("2001:0db8:0001::1:7").ip == "2001:db8:1::1:7"
     ipam.claim_host("2001:db8:1::9")
     assert ipam.release_host("2001:DB8:1::9").ip == "2001:db8:1::9"
+
+
+def test_check_finds_nothing_wrong_with_a_dual_stack_store(ipam: Ipam) -> None:
+    """``shrike check``'s rules hold for IPv6 records too: per-family index entries, an
+    address derived from a MAC (outside every range), an eui64 pool's record."""
+    ipam.declare_host_range("2001:db8:2::1/64", "2001:db8:2::ff/64", "fe80::1")
+    ipam.declare_ip_range("2001:db8:2::100/64", "2001:db8:2::1ff/64")
+    ipam.reserve("web1", version=4)
+    ipam.reserve("web1", subnet=LAN6)
+    mac = "02:42:00:00:00:01"
+    released = [ipam.request_address(pool, mac=mac).ip for pool in ("198.51.100.0/24", LAN6)]
+    for ip in released:
+        ipam.release_address(ip)
+    eui = Pool.of("2001:db8:2::/64", eui64=True)
+    ipam.request_pool(eui)
+    ipam.request_address(eui, mac="02:42:c6:33:64:96")
+    state = State(ipam.store)
+    assert state.check().findings == ()
+    # A wrong entry is still found: the IPv6 reservation pointing at the IPv4 address.
+    web1 = ipam.reserve("web1", version=4).ip
+    ipam.store.txn([], [Put("names/web1/6", {"ip": web1})])
+    [finding] = state.check().findings
+    assert (finding.problem, finding.ip) == ("name-dangling", web1)

@@ -3,19 +3,30 @@ dockerd (20.10) and ``shrike server``; the compare-and-swap under them on both s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from docker.models.networks import Network
 
 from shrike_cli.ipam import Ipam
-from shrike_cli.model import STATE_HELD, STATE_RELEASED, STATE_RESERVED
+from shrike_cli.model import STATE_HELD, STATE_PARKED, STATE_RELEASED, STATE_RESERVED
 from shrike_cli.owners import host_container_leases
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.reconcile import PeriodicReconcile, format_duration, parse_duration
 from tests.fixtures.dockerd import DockerDaemon, Tracker
-from tests.fixtures.plugin import SHRIKE, SMALL_SUBNET, SmallLan, docker_connect, run, wait_until
+from tests.fixtures.plugin import (
+    SHRIKE,
+    SMALL_SUBNET,
+    Plugin,
+    SmallLan,
+    docker_connect,
+    endpoint,
+    run,
+    wait_until,
+)
 from tests.fixtures.stores import LAN
 
 MAC = "02:00:5e:00:53:01"
@@ -57,6 +68,22 @@ def test_release_if_unchanged_is_a_compare_and_swap_on_the_lease(lan_ipam: Ipam)
     lan_ipam.request_address(LAN, named)
     [revision] = [rev for lease, rev in lan_ipam.lease_entries() if lease.ip == named]
     assert lan_ipam.release_if_unchanged(named, revision).state == STATE_RESERVED
+
+
+def test_release_parked_frees_only_an_address_still_parked(lan_ipam: Ipam) -> None:
+    """Regression (the storm): an address taken back between the read of the parked list
+    and the release was said to be released (logged, and reported by reconcile --fix)."""
+    owner = {"container_id": "c1", "name": "web1"}
+    ip = lan_ipam.request_address(LAN, mac=MAC, owner=owner).ip
+    assert lan_ipam.release_address(ip, keep=True).state == STATE_PARKED
+    [entry] = lan_ipam.parked()
+    lan_ipam.request_address(LAN, ip, owner=owner)  # its container comes back with --ip
+    assert lan_ipam.release_parked(entry) is None
+    assert lan_ipam.lease(ip).state == STATE_HELD
+
+    lan_ipam.release_address(ip, keep=True)
+    [entry] = lan_ipam.parked()
+    assert lan_ipam.release_parked(entry).state == STATE_RELEASED
 
 
 def test_an_unreachable_dockerd_is_one_line(tmp_path: Path) -> None:
@@ -175,3 +202,31 @@ def test_the_server_reconciles_periodically(small_lan: SmallLan, dockerd: Docker
     with periodic:
         wait_until(lambda: ipam.lease(leaked).state == STATE_RELEASED, what="the leak released")
     assert ipam.lease(live_ip).state == STATE_HELD
+
+
+@pytest.mark.follow_docker
+def test_a_container_dockerd_killed_as_it_started_holds_no_address(
+    plugin: Plugin, network: Network, dockerd: DockerDaemon, docker_cleanup: Tracker
+) -> None:
+    """Regression (the storm): a container that ran on through dockerd's shutdown (here
+    with live-restore) is killed by the next dockerd as it starts, which releases its
+    address but leaves it on the stopped container. reconcile took that stale address for
+    one the container holds, and reported a duplicate."""
+    dockerd.restart(config={"live-restore": True})
+    try:
+        container, error = run(dockerd, docker_cleanup, network)
+        assert error == ""
+        ip = endpoint(dockerd, container, network)["IPAddress"]
+        wait_until(lambda: plugin.ipam.lease(ip).owner.get("name") == container, what="followed")
+        dockerd.restart(config={})  # the live-restore dockerd leaves it running; the next kills it
+    finally:
+        if json.loads(Path(dockerd.root, "daemon.json").read_text()):
+            dockerd.restart(config={})
+    info = dockerd.client.api.inspect_container(container)
+    assert not info["State"]["Running"]
+    assert plugin.ipam.lease(ip).state == STATE_PARKED
+    result = subprocess.run(
+        [*SHRIKE, *plugin.server.store_args, "reconcile", "--plugin-name", plugin.name, "--output", "json"],
+        capture_output=True, text=True, timeout=60, env=dockerd.env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (result.returncode, json.loads(result.stdout)["duplicates"]) == (0, [])

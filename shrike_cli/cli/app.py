@@ -20,8 +20,8 @@ log = logging.getLogger("shrike")
 
 #: --help lists commands in the order an operator uses them, not alphabetically.
 COMMAND_ORDER = (
-    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "events",
-    "doctor", "adopt", "export", "import",
+    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "check",
+    "events", "doctor", "adopt", "export", "import",
 )  # fmt: skip
 
 
@@ -102,6 +102,14 @@ def print_version(ctx: typer.Context, value: bool) -> None:
         raise typer.Exit(1) from None
     typer.echo(f"shrike {version}")
     raise typer.Exit()
+
+
+def parse_host_name(text: str) -> str:
+    """``--host-name``: a name leases and store keys carry, so one word of printable
+    characters without "/"; anything else is a usage error."""
+    if not text or len(text) > 255 or "/" in text or not text.isprintable() or any(c.isspace() for c in text):
+        raise typer.BadParameter(f"{text!r} is not a usable host name (printable characters, no space or '/')")
+    return text
 
 
 @app.callback()
@@ -199,6 +207,18 @@ def root(
             show_envvar=True,
         ),
     ] = None,
+    host_name: Annotated[
+        str | None,
+        typer.Option(
+            "--host-name",
+            envvar="SHRIKE_HOST_NAME",
+            parser=parse_host_name,
+            metavar="NAME",
+            help="The name this host's leases carry, the same every time it runs; two servers on one machine"
+            " (tests, a server in a container) with two names are two hosts [default: the machine's hostname].",
+            show_envvar=True,
+        ),
+    ] = None,
     debug: Annotated[
         bool,
         typer.Option(
@@ -231,4 +251,5 @@ def root(
         etcd_key=etcd_key,
         etcd_user=etcd_user,
         etcd_password=etcd_password,
+        host_name=host_name,
     )

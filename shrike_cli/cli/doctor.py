@@ -54,7 +54,9 @@ def doctor(
 
     options = globals_of(ctx)
     store_path = None if options.cluster_store else store_file(options.state_dir)
-    target = Target(options.store, store_path, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network)
+    target = Target(
+        options.store, store_path, options.host, plugin_dir=plugin_dir, plugin_name=plugin_name, network=network
+    )
     with output.progress(fmt, "checking") as progress:
         checks = diagnose(target, progress.update)
     if fmt is Format.json:

@@ -38,6 +38,16 @@ LEAK_COLUMNS = [
     ("status", "STATUS"),
 ]
 
+#: ``--plugin-dir`` of the commands that compare this host's leases with its dockerd.
+PluginDirHintOption = Annotated[
+    Path,
+    typer.Option(
+        "--plugin-dir",
+        help="Where plugins answer, to tell a wrong plugin name from a wrong dockerd.",
+        file_okay=False,
+    ),
+]
+
 
 def parse_duration_option(text: str) -> float:
     """:func:`parse_duration` for Typer's ``parser=``: a bad value is a usage error."""
@@ -68,14 +78,7 @@ def reconcile_command(
         ),
     ] = None,
     plugin_name: PluginNameOption = PLUGIN_NAME,
-    plugin_dir: Annotated[
-        Path,
-        typer.Option(
-            "--plugin-dir",
-            help="Where plugins answer, to tell a wrong plugin name from a wrong dockerd.",
-            file_okay=False,
-        ),
-    ] = PLUGIN_DIR,
+    plugin_dir: PluginDirHintOption = PLUGIN_DIR,
     fmt: OutputOption = Format.table,
 ) -> None:
     """List this host's container addresses that no container of its dockerd holds (leaked

@@ -82,8 +82,9 @@ def server(
     addresses from it. Logs go to stderr, one line per request with --debug.
     """
     path = socket_path(plugin_dir, plugin_name)
-    store = globals_of(ctx).store()
-    ipam = Ipam(MeasuredStore(store) if metrics_address else store, max_wait=MAX_WAIT)
+    options = globals_of(ctx)
+    store = options.store()
+    ipam = Ipam(MeasuredStore(store) if metrics_address else store, host=options.host, max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
         if metrics_address:
             helpers.enter_context(MetricsServer(ipam, metrics_address, refresh=metrics_refresh or DEFAULT_REFRESH))

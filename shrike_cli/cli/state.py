@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ class Globals:
     etcd_key: Path | None = None
     etcd_user: str | None = None
     etcd_password: str | None = None
+    #: ``--host-name``; None: the machine's hostname
+    host_name: str | None = None
     _store: Store | None = field(default=None, repr=False)
     _ipam: Ipam | None = field(default=None, repr=False)
 
@@ -47,9 +50,14 @@ class Globals:
             )
         return self._store
 
+    @property
+    def host(self) -> str:
+        """The name this host's leases carry: ``--host-name``, else the machine's hostname."""
+        return self.host_name or socket.gethostname()
+
     def ipam(self) -> Ipam:
         if self._ipam is None:
-            self._ipam = Ipam(self.store())
+            self._ipam = Ipam(self.store(), host=self.host)
         return self._ipam
 
     def close(self) -> None:
