@@ -184,6 +184,8 @@ def test_a_dual_stack_lan_end_to_end(dual: Shrike) -> None:
     assert report.returncode == 0, report.stderr
     found = json.loads(report.stdout)
     assert (found["endpoints"], found["leaks"], found["duplicates"]) == (4, [], [])
+    checked = dual("check", "--plugin-name", dual.plugin)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
     undone = dual("create-network", "--undo", "--force")
     assert undone.returncode == 0, undone.stderr
