@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from shrike_cli.ipam import Ipam
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import EtcdStore, Put, StoreError
 from tests.fixtures.etcd import EtcdServer
-from tests.fixtures.plugin import ServerProcess, random_mac
+from tests.fixtures.plugin import SHRIKE, ServerProcess, random_mac
 
 #: Threads (or plugin clients) writing at once, as in the 8-client burst of the issue.
 WRITERS = 8
@@ -237,3 +238,16 @@ def test_one_deadline_across_silent_endpoints(silent_endpoints: list[str]) -> No
     assert "no answer within 0." in message
     # A write may have reached a silent etcd: it cannot go on to the next one.
     assert "unreachable: no answer within 1.5 s (outcome unknown" in str(write.value)
+
+
+def test_cli_store_timeout(silent_endpoints: list[str]) -> None:
+    """``--store-timeout`` and SHRIKE_STORE_TIMEOUT set that deadline."""
+    env = {**os.environ, "CLUSTER_STORE": ",".join(silent_endpoints), "SHRIKE_STORE_TIMEOUT": "0.6"}
+    for extra, timeout in (([], 0.6), (["--store-timeout", "1.2"], 1.2)):
+        run = subprocess.run([*SHRIKE, *extra, "leases"], capture_output=True, text=True, env=env, timeout=60)
+        assert run.returncode == 1
+        lines = run.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("shrike: error: etcd at "), run.stderr
+        assert all(url in lines[0] for url in silent_endpoints)
+        waited = re.search(r" is unreachable after (\d+\.\d) s: ", lines[0])
+        assert waited is not None and timeout <= float(waited.group(1)) < timeout + 1, lines[0]
