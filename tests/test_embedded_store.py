@@ -5,7 +5,6 @@ store is an error, not a new store; commits are durable; the files are private."
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from shrike_cli.errors import InvalidInput
 from shrike_cli.stores import EmbeddedStore, Put, open_store
 from tests.fixtures.plugin import SHRIKE
+from tests.fixtures.processes import run_together
 
 
 # ------------------------------------------------------------------ a blank cluster store
@@ -120,21 +120,8 @@ def test_processes_making_one_store_together(tmp_path: Path) -> None:
     """Processes that open a missing store at the same time share one store: none of them
     sees the others' file half made (an empty file is refused now)."""
     processes = 4
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes)
     path = tmp_path / "new" / "shrike.db"
-    workers = [context.Process(target=_open_and_write, args=(str(path), barrier)) for _ in range(processes)]
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=60)
-            assert worker.exitcode == 0
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+    run_together(_open_and_write, (str(path),), processes)
     with EmbeddedStore(path) as store:
         assert len(store.get_prefix("k")) == processes
     assert sorted(p.name for p in path.parent.iterdir()) == ["shrike.db"]
