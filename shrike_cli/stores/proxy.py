@@ -34,7 +34,8 @@ class Proxy:
 
     def __str__(self) -> str:
         # The URL may carry a user and password for the proxy: never show them.
-        shown = urlsplit(self.url)._replace(netloc=urlsplit(self.url).netloc.rpartition("@")[2]).geturl()
+        parts = urlsplit(self.url)
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         return f"the proxy {shown} from {self.variable}"
 
 
