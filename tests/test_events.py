@@ -20,7 +20,7 @@ from shrike_cli import events
 from shrike_cli.ipam import Ipam
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import EmbeddedStore, EtcdStore
-from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.etcd import EtcdServer, compact
 from tests.fixtures.plugin import SHRIKE, ServerProcess, random_mac, wait_until
 
 LAN = "198.51.100.0/24"
@@ -215,7 +215,7 @@ def test_events_without_follow_lists_what_the_store_has(
 
 def test_a_revision_no_longer_kept_is_one_error_line(etcd_server: EtcdServer, etcd_args: list[str]) -> None:
     with EtcdStore([etcd_server.url], prefix=etcd_args[-1]) as store:
-        store._client(0).compact(store.revision())
+        compact(store, store.revision())
     result = subprocess.run([*SHRIKE, *etcd_args, "events", "--after", "1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("shrike: error: etcd at ")

@@ -13,7 +13,7 @@ import pytest
 from shrike_cli.stores import Delete, EmbeddedStore, EtcdStore, Put, Store
 from shrike_cli.stores.base import HistoryLost, KeyChange, StoreError, Watch
 from shrike_cli.stores.embedded import TRIM_EVERY
-from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.etcd import EtcdServer, compact
 from tests.fixtures.stores import StoreFactory
 
 
@@ -132,8 +132,7 @@ def test_etcd_tells_a_compacted_revision(store_factory: StoreFactory) -> None:
         pytest.skip("compaction is etcd's")
     first = write(store, Put("leases/a", {"v": 1}))
     latest = write(store, Put("leases/a", {"v": 2}))
-    client = store._client(0)
-    client.compact(latest)
+    compact(store, latest)
     with pytest.raises(HistoryLost) as lost, store.watch("leases/", first - 1) as watch:
         watch.next(5)  # etcd makes the watch, then cancels it
     assert lost.value.available_after == latest - 1

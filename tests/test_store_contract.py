@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import time
 import uuid
@@ -27,6 +26,7 @@ from shrike_cli.stores import (
     open_store,
 )
 from tests.fixtures.etcd import EtcdServer, free_port
+from tests.fixtures.processes import run_together
 from tests.fixtures.stores import StoreFactory, StoreSpec, open_store_spec
 
 
@@ -188,20 +188,7 @@ def test_concurrent_cas_from_threads(store: Store) -> None:
 
 def test_concurrent_cas_from_processes(store_factory: StoreFactory) -> None:
     processes, times = 4, 200
-    context = multiprocessing.get_context("spawn")
-    args = (store_factory.spec, times, context.Barrier(processes))
-    workers = [context.Process(target=_increment, args=args) for _ in range(processes)]
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=60)
-            assert worker.exitcode == 0
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+    run_together(_increment, (store_factory.spec, times), processes)
     assert store_factory.store.get("counter").value == {"n": processes * times}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from ..errors import ShrikeError
+from ..errors import InvalidInput, ShrikeError
+from ..stores import STORE_TIMEOUT
 from . import compat, output
 from .output import LogFormat
 from .state import Globals, configure_logging
@@ -75,6 +77,30 @@ class ShrikeGroup(TyperGroup):
                 ctx.obj.close()
 
 
+#: Where ``--cluster-store`` is read from the environment, in click's order.
+CLUSTER_STORE_VARIABLES = ["CLUSTER_STORE", "IPAM_CLUSTER_STORE"]  # the original's unit set IPAM_*
+
+
+def given_cluster_store(ctx: typer.Context, value: str | None) -> str | None:
+    """``--cluster-store`` as given: ``None`` when it is not, refused when it is blank.
+
+    A blank value is a mistake (an unset variable in a unit or script), and falling back
+    to the embedded store then would give this host a state of its own: on a cluster,
+    split brain. An empty variable counts as unset, as click reads it.
+    """
+    if value is None or value.strip():
+        return value
+    source = ctx.get_parameter_source("cluster_store")
+    if source is not None and source.name == "ENVIRONMENT":
+        where = next(name for name in CLUSTER_STORE_VARIABLES if os.environ.get(name))
+    else:
+        where = "--cluster-store"
+    raise InvalidInput(
+        f"{where} is blank: give the etcd endpoints (http://HOST:PORT,...), or leave it unset for this host's"
+        " embedded store"
+    )
+
+
 app = typer.Typer(
     cls=ShrikeGroup,
     name="shrike",
@@ -130,7 +156,7 @@ def root(
         str | None,
         typer.Option(
             "--cluster-store",
-            envvar=["CLUSTER_STORE", "IPAM_CLUSTER_STORE"],  # the original's unit set IPAM_*
+            envvar=CLUSTER_STORE_VARIABLES,
             help=(
                 "Comma-separated etcd v3 endpoints (http:// or https://)."
                 " Without it, state is kept in an embedded store on this host."
@@ -148,6 +174,20 @@ def root(
             file_okay=False,
         ),
     ] = None,
+    store_timeout: Annotated[
+        float,
+        typer.Option(
+            "--store-timeout",
+            envvar="SHRIKE_STORE_TIMEOUT",
+            metavar="SECONDS",
+            min=0.1,
+            help=(
+                "How long one store call may take: for etcd the whole call, across endpoints and retries;"
+                " for the embedded store, the wait for another process's write."
+            ),
+            show_envvar=True,
+        ),
+    ] = STORE_TIMEOUT,
     store_prefix: Annotated[
         str | None,
         typer.Option(
@@ -242,8 +282,9 @@ def root(
 ) -> None:
     configure_logging(debug, log_format)
     ctx.obj = Globals(
-        cluster_store=cluster_store or None,
+        cluster_store=given_cluster_store(ctx, cluster_store),
         state_dir=state_dir,
+        store_timeout=store_timeout,
         store_prefix=store_prefix,
         debug=debug,
         etcd_ca=etcd_ca,

@@ -12,7 +12,7 @@ from typing import TextIO
 import typer
 
 from ..ipam import Ipam
-from ..stores import open_store
+from ..stores import STORE_TIMEOUT, open_store
 from ..stores.base import Store
 from .output import JsonLogFormatter, LogFormat, set_log_format
 
@@ -30,6 +30,7 @@ class Globals:
     etcd_password: str | None = None
     #: ``--host-name``; None: the machine's hostname
     host_name: str | None = None
+    store_timeout: float = STORE_TIMEOUT
     _store: Store | None = field(default=None, repr=False)
     _ipam: Ipam | None = field(default=None, repr=False)
 
@@ -41,6 +42,7 @@ class Globals:
             self._store = open_store(
                 self.cluster_store,
                 self.state_dir,
+                timeout=self.store_timeout,
                 prefix=self.store_prefix,
                 ca_cert=self.etcd_ca,
                 cert_cert=self.etcd_cert,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import MAX_TXN_OPS, Delete, Entry, Put, Store, StoreError, TxnResult
+from .base import MAX_TXN_OPS, STORE_TIMEOUT, Delete, Entry, Put, Store, StoreError, TxnResult
 from .embedded import EmbeddedStore
 from .etcd import EtcdStore
 
@@ -19,6 +19,7 @@ __all__ = [
     "Put",
     "Store",
     "StoreError",
+    "STORE_TIMEOUT",
     "TxnResult",
     "default_state_dir",
     "open_store",
@@ -48,18 +49,19 @@ def open_store(
     cluster_store: str | None,
     state_dir: Path | str | None = None,
     *,
-    timeout: float = 5.0,
+    timeout: float = STORE_TIMEOUT,
     **tls_and_auth: Any,
 ) -> Store:
     """Open the etcd store at ``cluster_store`` (comma separated ``http(s)://HOST:PORT``
-    URLs), or without one the embedded store in ``state_dir``.
+    URLs), or without one (``None`` or ``""``) the embedded store in ``state_dir``.
 
     ``tls_and_auth`` are :class:`EtcdStore`'s ``prefix``, ``ca_cert``, ``cert_key``,
     ``cert_cert``, ``user`` and ``password``; ``None`` values are left to its defaults, and
     all of them are ignored without a cluster store. Raises :class:`InvalidInput` for
-    malformed URLs.
+    malformed URLs, and for a ``cluster_store`` that names no endpoint (blank, commas):
+    falling back to this host's own store there would split a cluster's state.
     """
-    if cluster_store and cluster_store.strip():
+    if cluster_store:
         options = {name: value for name, value in tls_and_auth.items() if value is not None}
         return EtcdStore(cluster_store, timeout=timeout, **options)
     return EmbeddedStore(store_file(state_dir), timeout=timeout)

@@ -33,6 +33,11 @@ encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=Fa
 decode = json.JSONDecoder().decode
 
 
+#: Seconds one store call may take by default: etcd's whole call (every endpoint, retries
+#: and authentication included), or the embedded store's wait for another process's write.
+STORE_TIMEOUT = 5.0
+
+
 class StoreError(ShrikeError):
     """The store could not be used (unreachable, timed out, corrupt); the message names it,
     ``reason`` says which (``unreachable``, ``timeout``, ``refused``, ``locked``, ...)."""

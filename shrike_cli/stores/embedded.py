@@ -1,11 +1,17 @@
 """The embedded store: one SQLite file shared by every shrike process on the host.
 
-WAL mode lets readers run while one writer commits; ``synchronous=NORMAL`` skips the
-fsync per commit (a power cut may lose the last commits, never corrupt the file), which
-is what makes thousands of allocations per second possible. Every :meth:`txn` is one
-``BEGIN IMMEDIATE`` transaction: it takes the write lock up front, so the compares and the
-writes see the same state and concurrent writers queue on the busy timeout instead of
-failing half way.
+WAL mode lets readers run while one writer commits. ``synchronous=FULL`` syncs the WAL
+to disk at every commit, so a grant the plugin has answered survives a power cut (with
+``NORMAL`` the last commits could be lost, and their addresses handed out again after the
+reboot). Every :meth:`txn` is one ``BEGIN IMMEDIATE`` transaction: it takes the write
+lock up front, so the compares and the writes see the same state and concurrent writers
+queue on the busy timeout instead of failing half way.
+
+Only a missing file makes a new store, and the new file appears complete or not at all
+(built under a temporary name, then linked into place), mode 0600 like its ``-wal`` and
+``-shm`` files, which SQLite gives the mode of the store file. A file that exists but is
+not a shrike store (empty, another SQLite database, anything else) is an error: taking it
+for a new, empty store would hand out again every address it held.
 
 Changes are recorded (the ``changes`` table, read by :meth:`EmbeddedStore.watch` and
 :meth:`EmbeddedStore.changes`) only while someone watches: a watcher registers in
@@ -21,13 +27,16 @@ first watcher arrives, and moves up as old changes are trimmed (the last
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from .base import (
     Compare,
@@ -81,6 +90,11 @@ _RECORDING = (
     " OLD.key, OLD.value, OLD.rev, NULL); END",
 )
 _NOT_RECORDING = ("DROP TRIGGER IF EXISTS record_put", "DROP TRIGGER IF EXISTS record_delete")
+#: The tables of :data:`_SCHEMA`: a file holding both is a shrike store.
+_TABLES = ("kv", "store_revision")
+_HAS_TABLES = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)"
+_COUNT_TABLES = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+_SCHEMA_TABLES = sum(statement.startswith("CREATE TABLE") for statement in _SCHEMA)
 
 # The same SQL strings every time, so sqlite3's statement cache hands back prepared
 # statements. Text keys compare with SQLite's default BINARY collation (memcmp of UTF-8),
@@ -123,8 +137,9 @@ class EmbeddedStore(Store):
     """A :class:`Store` in a local SQLite file, safe for many processes and threads."""
 
     def __init__(self, path: Path | str, timeout: float = 10.0) -> None:
-        """Open (creating if needed) the store file at ``path``; ``timeout`` is how long a
-        call waits for another process's write lock before failing."""
+        """Open the store file at ``path``, creating it (and its folder) if it is missing;
+        ``timeout`` is how long a call waits for another process's write lock before
+        failing."""
         self.path = Path(path)
         self.location = str(self.path)
         self._timeout = timeout
@@ -135,8 +150,14 @@ class EmbeddedStore(Store):
         try:
             # The mode applies only to a directory this creates.
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                self._create()
+            elif self.path.is_file() and self.path.stat().st_size == 0:
+                raise self._not_a_store("it is empty (0 bytes)")
+            # mode=rw: never create a file here, only _create does.
             conn = sqlite3.connect(
-                self.path,
+                f"file:{quote(str(self.path))}?mode=rw",
+                uri=True,
                 timeout=self._timeout,
                 isolation_level=None,
                 check_same_thread=False,
@@ -144,17 +165,59 @@ class EmbeddedStore(Store):
         except (OSError, sqlite3.Error) as exc:
             raise self._error(exc) from None
         try:
+            # Before anything that could write to someone else's database.
+            if conn.execute(_HAS_TABLES, _TABLES).fetchone()[0] != len(_TABLES):
+                raise self._not_a_store(f"it is an SQLite database without shrike's tables ({', '.join(_TABLES)})")
             self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
+            conn.execute("PRAGMA synchronous = FULL")
+            if conn.execute(_COUNT_TABLES).fetchone()[0] < _SCHEMA_TABLES:
+                # A store made by an earlier shrike: add the tables it lacks (the change record).
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc) from None
+        except StoreError:
+            conn.close()
+            raise
         self._pid = os.getpid()
         return conn
+
+    def _create(self) -> None:
+        """Make a new, empty store at :attr:`path`: built in a temporary file (mode 0600)
+        next to it, then linked into place, so that no process ever opens a half-made
+        store; when another process links its own first, that one is the store."""
+        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=self.path.parent)
+        os.close(fd)
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # the last connection: its WAL is checkpointed into the file
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, self.path)
+        finally:
+            os.unlink(temporary)
+        # The new name must survive a power cut like the commits made under it.
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _not_a_store(self, what: str) -> StoreError:
+        return StoreError(
+            f"cannot use the store {self.path}: {what}, not a shrike store; restore the file from a backup,"
+            " or move it away to start a new, empty store (every address then counts as free)"
+        )
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL mode (a no-op once it is).
@@ -175,6 +238,8 @@ class EmbeddedStore(Store):
 
     def _error(self, exc: BaseException) -> StoreError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+            return self._not_a_store(reason)
         # "database is locked": another process held the write lock past the busy timeout.
         kind = "locked" if "locked" in reason or "busy" in reason else "io"
         return StoreError(f"cannot use the store {self.path}: {' '.join(reason.split())}", reason=kind)

@@ -1,11 +1,14 @@
 """The etcd store: shrike's state under a key prefix in an etcd v3 cluster.
 
-It speaks to etcd through pyetcd's connection plumbing (:class:`pyetcd.Endpoint` channels,
-authentication) and its generated protobuf messages and stubs, but not through the
-client's convenience methods: ``transaction()`` drops the response header that carries
-the new revision, a failed call marks an endpoint unusable for five minutes, and with a
-user and password those methods attach call credentials that gRPC refuses to send over
-plain http.
+It speaks to etcd over gRPC with pyetcd's generated protobuf messages and stubs, and
+manages its own channels: one per endpoint, shared by the calls of every thread.
+
+Under faults it tells the truth. A channel that failed is replaced, but closed only once
+no call in flight uses it (closing it would cancel those calls, which then look refused
+although etcd may have applied them). A read tries the endpoints in turn; a write goes on
+to another endpoint only when the failed one surely never got it, and otherwise says
+that its outcome is unknown. One deadline, the store's ``timeout``, bounds each call
+across endpoints, retries and authentication. Proxies: see :mod:`.proxy`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +30,12 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc  # noqa: E402 - after GRPC_VERBOSITY
 from google.protobuf.message import Message
-from pyetcd import Endpoint, MultiEndpointEtcd3Client, etcdrpc
+from pyetcd import etcdrpc
 from pyetcd.utils import prefix_range_end
 
 from ..errors import InvalidInput
 from .base import (
+    STORE_TIMEOUT,
     Compare,
     Entry,
     HistoryLost,
@@ -45,11 +50,14 @@ from .base import (
     encode,
     validate_txn,
 )
+from .proxy import Proxy, channel_options, proxy_for
 
 # A full get_prefix over a large range can exceed gRPC's default 4 MiB reply limit.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
-_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# What a lost connection or a missing answer looks like; CANCELLED is a channel closed
+# under a call. None of them says whether etcd applied a write.
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 #: Reading past changes, how long to wait for more once the last put is in: etcd sends a
 #: watch's backlog in batches a tenth of a second apart.
@@ -66,9 +74,15 @@ class EtcdEndpoint:
     """One parsed cluster store URL."""
 
     url: str
+    #: As in the URL: an IPv6 literal in brackets, as gRPC wants it.
     host: str
     port: int
     secure: bool
+
+    @property
+    def hostname(self) -> str:
+        """The host without brackets."""
+        return self.host.strip("[]")
 
 
 def parse_endpoints(endpoints: Sequence[str] | str) -> list[EtcdEndpoint]:
@@ -142,26 +156,62 @@ def _describe(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, bool]:
     details = " ".join((exc.details() or code.name).split())  # type: ignore[attr-defined]
     never_sent = code == grpc.StatusCode.UNAVAILABLE and details.startswith((_NOT_CONNECTED, _NOT_RESOLVED))
     # "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed
-    # to connect to remote host: Connection refused": keep the cause.
+    # to connect to remote host: Connection refused": keep the cause, and that it is one.
     cause = _CONNECT_FAILURE.match(details)
     if cause:
-        details = cause.group(1).removesuffix(": OK")
+        reason = cause.group(1).removesuffix(": OK").removeprefix("Failed to connect to remote host: ")
+        details = f"cannot connect: {reason}"
     return code, details, never_sent
+
+
+class _Connection:
+    """A gRPC channel to one endpoint, with the auth token sent on it.
+
+    Shared by the calls of every thread: ``users`` counts the calls in flight, and a
+    connection that failed is ``retired`` (no new call takes it) and closed by the last
+    call that leaves it.
+    """
+
+    def __init__(self, index: int, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] | None) -> None:
+        self.index = index
+        self.channel = channel
+        self.kv = etcdrpc.KVStub(channel)
+        self.metadata = metadata
+        self.users = 0
+        self.retired = False
+        #: Whether etcd answered on it: then it speaks the right protocol to etcd.
+        self.answered = False
+
+
+class _Failure(Exception):
+    """One attempt on one endpoint failed without an answer from etcd."""
+
+    def __init__(self, details: str, *, never_sent: bool, expired_token: bool = False, timed_out: bool = False) -> None:
+        super().__init__(details)
+        self.details = details
+        #: No answer came within the time given (rather than a lost or refused connection).
+        self.timed_out = timed_out
+        #: The request surely never reached etcd: sending it elsewhere cannot apply it twice.
+        self.never_sent = never_sent
+        #: etcd refused the auth token: authenticate again and retry on the same endpoint.
+        self.expired_token = expired_token
 
 
 class EtcdStore(Store):
     """A :class:`Store` in etcd; keys live under ``prefix``, values are compact JSON.
 
-    Each call tries the endpoints in turn, starting with the last one that answered, and
-    gives each ``timeout`` seconds. A connection to an endpoint that failed is dropped and
-    made again on next use, so the store recovers by itself once etcd is back.
+    Each call starts with the endpoint that answered last. ``timeout`` bounds a whole
+    call: a read that gets no answer gives each endpoint left its share of the time left,
+    a write the whole of it (it cannot be sent elsewhere once it may have arrived). A
+    connection to an endpoint that failed is replaced on next use, so the store recovers
+    by itself once etcd is back.
     """
 
     def __init__(
         self,
         endpoints: Sequence[str] | str,
         prefix: str = "/shrike/",
-        timeout: float = 5.0,
+        timeout: float = STORE_TIMEOUT,
         ca_cert: str | Path | None = None,
         cert_key: str | Path | None = None,
         cert_cert: str | Path | None = None,
@@ -173,6 +223,8 @@ class EtcdStore(Store):
         self.location = ", ".join(self.endpoints)
         if not prefix:
             raise InvalidInput("the etcd key prefix must not be empty")
+        if not timeout > 0:
+            raise InvalidInput(f"the store timeout must be a positive number of seconds, not {timeout:g}")
         self.prefix = prefix
         self._prefix = prefix.encode()
         self._timeout = timeout
@@ -193,95 +245,178 @@ class EtcdStore(Store):
                 _read(cert_key, "client key"),
                 _read(cert_cert, "client certificate"),
             )
+        self._proxies = [proxy_for(ep.hostname, os.environ) for ep in self._endpoints]
         self._lock = threading.Lock()
-        self._clients: dict[int, MultiEndpointEtcd3Client] = {}
+        self._connections: dict[int, _Connection] = {}
         self._current = 0
 
     # -- connections ---------------------------------------------------------------------
 
-    def _client(self, index: int) -> MultiEndpointEtcd3Client:
-        with self._lock:
-            client = self._clients.get(index)
-        if client is None:
-            ep = self._endpoints[index]
-            endpoint = Endpoint(
-                ep.host,
-                ep.port,
-                secure=ep.secure,
-                creds=self._tls if ep.secure else None,
-                opts=_CHANNEL_OPTIONS,
-            )
+    def _connect(self, index: int, timeout: float) -> _Connection:
+        """A new connection to endpoint ``index``, authenticated when a user is set."""
+        ep = self._endpoints[index]
+        options = [*_CHANNEL_OPTIONS, *channel_options(self._proxies[index])]
+        target = f"{ep.host}:{ep.port}"
+        if ep.secure:
+            assert self._tls is not None
+            channel = grpc.secure_channel(target, self._tls, options=options)
+        else:
+            channel = grpc.insecure_channel(target, options=options)
+        metadata = None
+        if self._user is not None:
+            request = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
             try:
-                # Authenticates right away when a user is set, which may raise RpcError.
-                client = MultiEndpointEtcd3Client(
-                    endpoints=[endpoint],
-                    timeout=self._timeout,
-                    user=self._user,
-                    password=self._password,
-                )
+                token = etcdrpc.AuthStub(channel).Authenticate(request, timeout).token
             except BaseException:
-                endpoint.close()
+                channel.close()
                 raise
-            with self._lock:
-                # Another thread may have connected meanwhile; keep one client.
-                if index in self._clients:
-                    client.close()
-                client = self._clients.setdefault(index, client)
-        return client
+            metadata = (("token", token),)
+        return _Connection(index, channel, metadata)
 
-    def _drop(self, index: int) -> None:
-        """Forget the connection to an endpoint. gRPC would otherwise keep a failed channel
-        in reconnect backoff (up to two minutes) after etcd is back."""
+    def _acquire(self, index: int, timeout: float) -> _Connection:
+        """The connection to endpoint ``index`` (made if there is none), counted as used
+        until :meth:`_release`."""
         with self._lock:
-            client = self._clients.pop(index, None)
-        if client is not None:
-            client.close()
+            connection = self._connections.get(index)
+            if connection is not None:
+                connection.users += 1
+                return connection
+        made = self._connect(index, timeout)
+        with self._lock:
+            # Another thread may have connected meanwhile: keep one connection.
+            connection = self._connections.setdefault(index, made)
+            connection.users += 1
+        if connection is not made:
+            made.channel.close()  # never used by anyone
+        return connection
+
+    def _release(self, connection: _Connection, *, failed: bool) -> None:
+        """A call is done with ``connection``. After a failure it is retired: gRPC would
+        otherwise keep a failed channel in reconnect backoff (up to two minutes) after
+        etcd is back. It is closed when its last call is done, never under one."""
+        with self._lock:
+            connection.users -= 1
+            if failed and self._connections.get(connection.index) is connection:
+                del self._connections[connection.index]
+                connection.retired = True
+            idle = connection.retired and connection.users == 0
+        if idle:
+            connection.channel.close()
 
     def close(self) -> None:
         with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+            connections, self._connections = list(self._connections.values()), {}
+            for connection in connections:
+                connection.retired = True
+            idle = [connection for connection in connections if connection.users == 0]
+        for connection in idle:
+            connection.channel.close()
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _attempt(self, index: int, method: str, request: Message, timeout: float, fresh_token: bool) -> Any:
+        """Send ``request`` to endpoint ``index`` once, within ``timeout`` seconds.
+
+        Raises :class:`_Failure` (and retires the connection) when etcd was not reached,
+        did not answer or refused a token that was not fresh, and :class:`StoreError` when
+        it refused the request.
+        """
+        ep, proxy = self._endpoints[index], self._proxies[index]
+        try:
+            connection = self._acquire(index, timeout)
+        except grpc.RpcError as exc:  # authenticating failed: the request was not sent
+            raise self._failure(exc, ep, proxy, timeout, answered=False, never_sent=True) from None
+        try:
+            result = getattr(connection.kv, method)(request, timeout, metadata=connection.metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            expired = code == grpc.StatusCode.UNAUTHENTICATED and not fresh_token
+            self._release(connection, failed=expired or code in _UNREACHABLE)
+            if expired:
+                raise _Failure("the auth token expired", never_sent=True, expired_token=True) from None
+            raise self._failure(exc, ep, proxy, timeout, answered=connection.answered) from None
+        connection.answered = True
+        self._release(connection, failed=False)
+        return result
+
+    @staticmethod
+    def _failure(
+        exc: grpc.RpcError,
+        ep: EtcdEndpoint,
+        proxy: Proxy | None,
+        timeout: float,
+        *,
+        answered: bool,
+        never_sent: bool = False,
+    ) -> _Failure:
+        """What ``exc`` means: a :class:`_Failure` when etcd was unreachable; raises
+        :class:`StoreError` when etcd refused."""
+        code, details, not_sent = _describe(exc)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            details = f"no answer within {timeout:.1f} s"
+        elif proxy is None and not answered:
+            # A channel etcd answered on speaks the right protocol: no TLS mismatch there.
+            details = _hint(details, ep.secure)
+        if proxy is not None:
+            details = f"{details} (through {proxy})"
+        if code not in _UNREACHABLE:
+            raise StoreError(f"etcd at {ep.url} refused the request: {details}", reason="refused")
+        return _Failure(details, never_sent=never_sent or not_sent, timed_out=code == grpc.StatusCode.DEADLINE_EXCEEDED)
 
     def _call(self, method: str, request: Message, *, write: bool) -> Any:
-        """Send ``request`` to the KV service's ``method``, trying the endpoints in turn.
+        """Send ``request`` to the KV service's ``method``, trying the endpoints in turn
+        until one answers or the store's timeout has passed.
 
         A write moves on to the next endpoint only when the failed one was never reached:
-        after a timeout or a dropped connection etcd may have applied it, and sending it
-        again could apply it twice.
+        after a timeout or a lost connection etcd may have applied it, and sending it
+        again could apply it twice, so the error says its outcome is unknown.
         """
+        started = time.monotonic()
+        deadline = started + self._timeout
         count = len(self._endpoints)
         start = self._current
-        last = ""
+        failures: list[tuple[str, str]] = []
         kind = "unreachable"
         for attempt in range(count):
             index = (start + attempt) % count
             url = self._endpoints[index].url
             for fresh_token in (False, True):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    failures.append((url, f"not tried: the store timeout of {self._timeout:g} s ran out"))
+                    break
+                # A read may go on to the endpoints left, so it takes only its share of the time.
+                timeout = left if write else left / (count - attempt)
                 try:
-                    client = self._client(index)
-                    result = getattr(client.kvstub, method)(request, self._timeout, metadata=client.metadata)
-                except grpc.RpcError as exc:
-                    code, details, never_sent = _describe(exc)
-                    if code == grpc.StatusCode.UNAUTHENTICATED and not fresh_token:
-                        self._drop(index)  # the auth token expired: authenticate again, once
+                    result = self._attempt(index, method, request, timeout, fresh_token)
+                except _Failure as failure:
+                    if failure.expired_token:
                         continue
-                    if code not in _UNREACHABLE:
-                        raise StoreError(f"etcd at {url} refused the request: {details}", reason="refused") from None
-                    self._drop(index)
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        details, kind = f"no answer within {self._timeout:g} s", "timeout"
-                    details = _hint(details, self._endpoints[index].secure)
-                    if write and not never_sent:
+                    if failure.timed_out:
+                        kind = "timeout"
+                    if write and not failure.never_sent:
                         self._current = (index + 1) % count
                         raise StoreError(
-                            f"etcd at {url} is unreachable: {details} (the change may have been applied)", reason=kind
+                            f"etcd at {url} is unreachable: {failure.details}"
+                            " (outcome unknown: the change may have been applied)",
+                            reason=kind,
                         ) from None
-                    last = details
+                    failures.append((url, failure.details))
                     break
                 self._current = index
                 return result
-        raise StoreError(f"etcd at {self.location} is unreachable: {last}", reason=kind)
+        raise self._unreachable(failures, time.monotonic() - started, kind)
+
+    def _unreachable(self, failures: list[tuple[str, str]], waited: float, kind: str) -> StoreError:
+        """The error when no endpoint answered: why, for each endpoint, and for how long."""
+        if len(failures) == 1:
+            return StoreError(f"etcd at {self.location} is unreachable: {failures[0][1]}", reason=kind)
+        reasons = {reason for _, reason in failures}
+        if len(reasons) == 1:
+            why = f"{reasons.pop()}, from each"
+        else:
+            why = "; ".join(f"{url}: {reason}" for url, reason in failures)
+        return StoreError(f"etcd at {self.location} is unreachable after {waited:.1f} s: {why}", reason=kind)
 
     # -- the Store interface -------------------------------------------------------------
 
@@ -397,16 +532,21 @@ class _EtcdWatch(Watch):
         )
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
         try:
-            client = store._client(self._index)
+            # Held (counted as a user) until close: the channel is not closed under the stream.
+            self._connection = store._acquire(self._index, store._timeout)
         except grpc.RpcError as exc:
             raise self._failure(exc) from None
-        self._call = etcdrpc.WatchStub(client.channel).Watch(iter(self._requests.get, None), metadata=client.metadata)
+        self._failed = False
+        self._call = etcdrpc.WatchStub(self._connection.channel).Watch(
+            iter(self._requests.get, None), metadata=self._connection.metadata
+        )
         self._reader = threading.Thread(target=self._read, name="shrike-etcd-watch", daemon=True)
         self._reader.start()
         try:
             # etcd answers "created" at once, or that the revision is compacted.
             created = self._take(store._timeout)
             if created is None:
+                self._failed = True
                 raise StoreError(
                     f"etcd at {self._url} did not start the watch within {store._timeout:g} s", reason="timeout"
                 )
@@ -425,7 +565,7 @@ class _EtcdWatch(Watch):
 
     def _failure(self, exc: grpc.RpcError) -> StoreError:
         code, details, _ = _describe(exc)
-        self._store._drop(self._index)
+        self._failed = True  # the connection is retired when the watch closes
         # The next watch tries the next endpoint.
         self._store._current = (self._index + 1) % len(self._store._endpoints)
         if code in _UNREACHABLE:
@@ -475,3 +615,4 @@ class _EtcdWatch(Watch):
         self._call.cancel()
         self._requests.put(None)
         self._reader.join(5)
+        self._store._release(self._connection, failed=self._failed)
