@@ -14,6 +14,7 @@ people and scripts. Addresses are text, checked as they come in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -21,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from .allocator import Allocator, Returning
+from .allocator import Allocator, LanCheck, Returning
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
+    KIND_CONFLICT,
     KIND_CONTAINER,
     KIND_GATEWAY,
     KIND_HOST,
@@ -95,17 +97,25 @@ class Ipam:
     """Address management over one store, acting for one host (``host``).
 
     ``max_wait`` bounds how long one call may spend retrying compare-and-swap
-    conflicts before it fails (the store is overloaded)."""
+    conflicts before it fails (the store is overloaded). ``lan``, when given, is asked
+    whether an address is in use on the LAN before a container is handed it
+    (:meth:`probe_with`)."""
 
-    def __init__(self, store: Store, *, host: str | None = None, max_wait: float = 30.0) -> None:
+    def __init__(
+        self, store: Store, *, host: str | None = None, max_wait: float = 30.0, lan: LanCheck | None = None
+    ) -> None:
         self.store = store
         self.host = host or socket.gethostname()
         self.max_wait = max_wait
         self.state = State(store)
-        self.allocator = Allocator(self.state, max_wait=max_wait)
+        self.allocator = Allocator(self.state, max_wait=max_wait, lan=lan)
         self.pools = Pools(store, self.host, max_wait=max_wait)
         self._config: Config | None = None
         self._config_read = 0.0
+
+    def probe_with(self, lan: LanCheck | None) -> None:
+        """Check the LAN with ``lan`` from now on (None: no more)."""
+        self.allocator.lan = lan
 
     # ------------------------------------------------------------ declarations
     def declare_host_range(self, ip_start: str, ip_end: str, gateway: str | None = None) -> Declared:
@@ -158,6 +168,18 @@ class Ipam:
             return windows
 
         return self._with_config(find)
+
+    def likely_next(self, count: int) -> list[IPv4]:
+        """The addresses this host's next dynamic requests will most likely get (see
+        :meth:`Allocator.likely_next`), in every container range and in the sub-pools of
+        the networks this host has."""
+        config = self.config(fresh=False)
+        windows = [Window.whole(r) for r in config.ip_ranges]
+        for pool in self.pools.list():
+            if pool.sub_pool and pool.refs.get(self.host):
+                with contextlib.suppress(NotFound, InvalidInput):  # its ranges were changed since
+                    windows += self.windows(pool)
+        return self.allocator.likely_next(windows, self.host, count)
 
     def check_pool(self, pool: Pool) -> None:
         """Docker's RequestPool: ``pool`` must hold container addresses and lie in a LAN
@@ -256,7 +278,25 @@ class Ipam:
             return False
 
         range_id = self._with_config(locate)
+        self._refuse_if_answering(ip, holder, range_id, may_take)
         return self.allocator.claim(ip, holder, range_id, may_take=may_take, **kwargs)  # type: ignore[arg-type]
+
+    def _refuse_if_answering(self, ip: IPv4, holder: Holder, range_id: str, may_take: Callable[[Lease], bool]) -> None:
+        """An address asked for by name is probed on the LAN first (where the store would
+        grant it; otherwise the claim says why not): if something answers, the request
+        is refused naming its MAC, and a free address is recorded as a conflict."""
+        lan = self.allocator.lan
+        stored = self.state.lease(ip)
+        if lan is None or (stored is not None and not may_take(stored.lease)):
+            return
+        mac = lan.answering(ip)
+        if mac is None:
+            return
+        if self.allocator.record_conflict(ip, Holder.stranger(holder.subnet, self.host, mac), range_id):
+            why = "; recorded as a conflict, it is handed out once it is silent (or after 'shrike release --ip')"
+        else:  # reserved or parked: it stays so
+            why = f", though it is {stored.lease.describe()}" if stored else ""
+        raise Conflict(f"{ip} is in use on the LAN: {mac} answers for it{why}")
 
     def release_address(self, ip: str, pool: Pool | None = None, *, keep: bool = False) -> Lease | None:
         """Docker's ReleaseAddress: free a container address (a named reservation stays
@@ -305,6 +345,12 @@ class Ipam:
             raise NotFound(f"no container holds {ip}")
         if current.kind in SHARED_KINDS:
             return self._update_shared(address, None, 0)
+        if current.kind == KIND_CONFLICT:  # whatever answered for it has gone, says the operator
+            stored = self.state.lease(ip)
+            freed = self.allocator.settle_conflict(current, stored.revision, None) if stored else None
+            if freed is None:
+                raise Conflict(f"{ip} changed while it was being released: try again")
+            return freed
         if current.kind != KIND_CONTAINER:
             hint = " (use --host)" if current.kind == KIND_HOST else ""
             raise InvalidInput(f"{ip} is a {current.kind} address, not a container's{hint}")
@@ -331,6 +377,28 @@ class Ipam:
         ``revision``. A lease re-taken or released since is left alone and the answer is
         None, so a reconcile racing a new allocation never frees a live address."""
         return self.allocator.release(ip, expected_revision=revision)
+
+    # -------------------------------------------------------- the LAN's strangers
+    def mark_conflict(self, ip: IPv4, mac: str) -> Lease | None:
+        """Record that ``mac`` answers on the LAN for ``ip``, an address of a container
+        range that nobody holds (``shrike scan --mark``); None when it is not free."""
+
+        def locate(config: Config) -> tuple[Subnet, str]:
+            declared = config.container_range_of(int(ip))
+            if declared is None:
+                raise InvalidInput(f"{ip} is outside every container range")
+            return config.lan_of(declared), declared.id
+
+        subnet, range_id = self._with_config(locate)
+        return self.allocator.record_conflict(ip, Holder.stranger(subnet, self.host, mac), range_id)
+
+    def conflicts(self) -> list[tuple[Lease, int]]:
+        """The conflicts recorded, with their store revisions (for :meth:`settle_conflict`)."""
+        return [(lease, revision) for lease, revision in self.lease_entries() if lease.kind == KIND_CONFLICT]
+
+    def settle_conflict(self, conflict: Lease, revision: int, mac: str | None) -> Lease | None:
+        """A conflict probed again: still answering from ``mac``, or silent (None) and free."""
+        return self.allocator.settle_conflict(conflict, revision, mac)
 
     def set_owner(self, lease: Lease, revision: int, owner: dict[str, str]) -> Lease | None:
         """Record who holds ``lease`` (container id, name, network), read at store

@@ -28,6 +28,13 @@ KIND_AUX = "aux"
 _LEGACY_AUX = "reserved"
 #: Kinds whose record is shared by every host whose Docker network names the address.
 SHARED_KINDS = (KIND_GATEWAY, KIND_AUX)
+#: An address of a container range that something shrike does not know answers for on
+#: the LAN (an ARP probe found it): nobody is handed it until it is silent again. Its
+#: lease records the MAC that answered, when that was first found (``since``) and when
+#: it last answered (``owner["seen"]``).
+KIND_CONFLICT = "conflict"
+#: The key of ``Lease.owner`` saying when a conflict's address last answered.
+SEEN = "seen"
 
 STATE_HELD = "held"
 STATE_RELEASED = "released"
@@ -318,6 +325,14 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> datetime | None:
+    """A time :func:`now_iso` wrote, as an aware datetime; None if it is not one."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))  # Python 3.10 reads no "Z"
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Lease:
     """Who holds an address, and since when. Stored as JSON, one record per address."""
@@ -382,6 +397,8 @@ class Lease:
 
     def describe(self) -> str:
         """A short phrase for messages: ``container held by web1``."""
+        if self.kind == KIND_CONFLICT:
+            return f"conflict: {self.mac} answered for it on the LAN, last at {self.owner.get(SEEN) or self.since}"
         who = self.holder or self.host
         return f"{self.kind} {self.state}" + (f" by {who}" if who else "")
 
@@ -418,6 +435,11 @@ class Holder:
     mac: str = ""
     name: str = ""
     owner: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def stranger(cls, subnet: Subnet, host: str, mac: str) -> Holder:
+        """A device shrike does not know, which ``host`` found answering with ``mac`` just now."""
+        return cls(KIND_CONFLICT, STATE_HELD, subnet, host, mac=mac, owner={SEEN: now_iso()})
 
     def lease(self, ip: IPv4, range_id: str = "") -> Lease:
         """The lease this holder gets for ``ip`` (of the container range ``range_id``), now."""

@@ -30,7 +30,8 @@ The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
    ``host``), and changes with it, so it too guards its lease;
 3. ``names/<name>`` exists exactly while a lease carries that name;
 4. ``macs/<mac>`` points at the address a MAC last held; it goes when that lease passes to
-   another MAC, so the index never outgrows the leases;
+   another MAC, so the index never outgrows the leases. The MAC of a ``conflict`` (a
+   stranger's, found answering on the LAN) is never indexed: it holds nothing shrike gave;
 5. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
 
 A record that does not have the shape shrike writes (edited by hand) is reported as
@@ -53,7 +54,18 @@ from typing import Any, TypeVar
 
 from . import cas
 from .errors import Conflict, Damaged, InvalidInput, ShrikeError
-from .model import STATE_PARKED, STATE_RELEASED, Config, IPv4, Lease, Window, int_to_ip, now_iso
+from .model import (
+    KIND_CONFLICT,
+    KIND_CONTAINER,
+    STATE_PARKED,
+    STATE_RELEASED,
+    Config,
+    IPv4,
+    Lease,
+    Window,
+    int_to_ip,
+    now_iso,
+)
 from .stores.base import MAX_TXN_OPS, Compare, Delete, Entry, Op, Put, Store
 
 T = TypeVar("T")
@@ -86,6 +98,11 @@ def _parked_prefix(host: str | None) -> str:
 
 def _parked_key(lease: Lease) -> str:
     return f"{_parked_prefix(lease.host)}{lease.ip}"
+
+
+def _indexed_mac(lease: Lease) -> str:
+    """The MAC whose index entry points at ``lease`` (invariant 4)."""
+    return "" if lease.kind == KIND_CONFLICT else lease.mac
 
 
 def _cursor_key(window: Window) -> str:
@@ -305,7 +322,7 @@ class Change:
             self._write(lease, "", "", "")
         else:
             waiting = previous.free_key or (_parked_key(previous) if previous.state == STATE_PARKED else "")
-            self._write(lease, previous.mac, waiting, previous.name)
+            self._write(lease, _indexed_mac(previous), waiting, previous.name)
 
     def take(self, waiting: Waiting, lease: Lease) -> None:
         """Hand out the waiting address ``waiting`` as ``lease``, if it still waits."""
@@ -322,10 +339,11 @@ class Change:
                 self.ops.append(Put(waiting, {"ip": lease.ip, "mac": lease.mac}))
         elif waiting:  # parked: its entry says for whom, which may have changed (a rename)
             self.ops.append(Put(waiting, _parked_value(lease)))
-        if previous_mac and previous_mac != lease.mac:
+        mac = _indexed_mac(lease)
+        if previous_mac and previous_mac != mac:
             self.ops.append(Delete(_mac_key(previous_mac)))
-        if lease.mac and not lease.free_key:  # a released address keeps its MAC's entry as it is
-            self.ops.append(Put(_mac_key(lease.mac), {"ip": lease.ip}))
+        if mac and not lease.free_key:  # a released address keeps its MAC's entry as it is
+            self.ops.append(Put(_mac_key(mac), {"ip": lease.ip}))
         if previous_name and previous_name != lease.name:
             self.ops.append(Delete(_name_key(previous_name)))
         if lease.name and lease.name != previous_name:
@@ -347,6 +365,12 @@ def released(lease: Lease) -> Lease:
     before it. Its name and owner go; its MAC stays, so that MAC can get it back."""
     free_key = f"{_free_prefix(lease.range)}{time.time_ns():020d}-{lease.ip}"
     return replace(lease, state=STATE_RELEASED, since=now_iso(), free_key=free_key, name="", owner={})
+
+
+def freed(conflict: Lease) -> Lease:
+    """A ``conflict`` whose address went silent: a released container address again, on
+    its range's free list, behind every address released before it."""
+    return released(replace(conflict, kind=KIND_CONTAINER, mac=""))
 
 
 def parked(lease: Lease) -> Lease:
