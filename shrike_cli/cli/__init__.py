@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import doctor, leases, migrate, network, ranges, reconcile, server  # noqa: F401  (each registers its commands on app)
+from . import doctor, leases, migrate, network, ranges, reconcile, scan, server  # noqa: F401  (each registers its commands on app)
 from .app import app
 
 

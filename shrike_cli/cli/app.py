@@ -19,7 +19,7 @@ log = logging.getLogger("shrike")
 
 #: --help lists commands in the order an operator uses them, not alphabetically.
 COMMAND_ORDER = (
-    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "doctor",
+    "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "scan", "doctor",
     "adopt", "export", "import",
 )  # fmt: skip
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..model import KIND_AUX, KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, Lease
+from ..lanprobe.prober import Prober
+from ..model import KIND_AUX, KIND_CONFLICT, KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, Lease
 from . import complete, output
 from .app import app
 from .output import Format, OutputOption
@@ -32,6 +33,7 @@ class Kind(str, Enum):
     host = KIND_HOST
     gateway = KIND_GATEWAY
     aux = KIND_AUX
+    conflict = KIND_CONFLICT
 
 
 def lease_row(lease: Lease) -> dict[str, object]:
@@ -157,9 +159,13 @@ def reserve(
     """Reserve a container address for NAME and print it; the same address again if NAME has one.
 
     Use it with docker run: --ip "$(shrike reserve web1)". The address is never given to
-    another container, also while web1 is stopped.
+    another container, also while web1 is stopped. A new reservation's address is
+    probed on the LAN first (as root, on a host with an interface there): one that
+    something answers for is not reserved.
     """
-    lease = globals_of(ctx).ipam().reserve(name, ip=ip, subnet=subnet)
+    ipam = globals_of(ctx).ipam()
+    ipam.probe_with(Prober(lambda: ipam.config(fresh=False)))
+    lease = ipam.reserve(name, ip=ip, subnet=subnet)
     if fmt is Format.json:
         output.emit_json(lease.to_json())
     else:

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ..ipam import Ipam
+from ..lanprobe.announce import Announcer
+from ..lanprobe.prober import CONFLICT_RECHECK, PROBE_COUNT, PROBE_TIMEOUT, ProbeAhead, Prober
 from ..owners import OwnerTracker
 from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
 from ..reconcile import PeriodicReconcile
@@ -51,6 +53,50 @@ def server(
             " 10 minutes ago, as 'shrike reconcile --fix' does.",
         ),
     ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            envvar="SHRIKE_PROBE",
+            show_envvar=True,
+            help="Before a container is handed an address, ARP-probe it on this host's interface on the LAN"
+            " (where there is one): an address something else answers for is recorded as a conflict and not"
+            " handed out. Likely next addresses are probed ahead, in the background.",
+        ),
+    ] = True,
+    probe_count: Annotated[
+        int, typer.Option("--probe-count", min=1, max=10, metavar="N", help="ARP probes per address.")
+    ] = PROBE_COUNT,
+    probe_timeout: Annotated[
+        float,
+        typer.Option(
+            "--probe-timeout",
+            min=0.01,
+            max=10.0,
+            metavar="SECONDS",
+            help="Seconds the probes of one address are spread over: how long a request waits for an address"
+            " that was not probed ahead (--ip).",
+        ),
+    ] = PROBE_TIMEOUT,
+    conflict_recheck: Annotated[
+        float,
+        typer.Option(
+            "--conflict-recheck",
+            parser=parse_duration_option,
+            metavar="DURATION",
+            help="Probe a conflict again this long (30s, 10m, 1h) after it last answered; silent, it is free again.",
+        ),
+    ] = f"{int(CONFLICT_RECHECK) // 60}m",  # type: ignore[assignment]  # parsed by the option's parser
+    announce: Annotated[
+        bool,
+        typer.Option(
+            "--announce/--no-announce",
+            envvar="SHRIKE_ANNOUNCE",
+            show_envvar=True,
+            help="When a container starts with an address of this host's, announce it (gratuitous ARP) from"
+            " inside the container, so that neighbours learn its new MAC at once. Needs --follow-docker.",
+        ),
+    ] = True,
 ) -> None:
     """Run the Docker IPAM plugin on PLUGIN_DIR/PLUGIN_NAME.sock until SIGTERM or SIGINT.
 
@@ -60,7 +106,12 @@ def server(
     path = socket_path(plugin_dir, plugin_name)
     ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
-        tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
+        listeners = [helpers.enter_context(Announcer(ipam)).heard] if follow_docker and announce else []
+        tracker = helpers.enter_context(OwnerTracker(ipam, listeners=listeners)) if follow_docker else None
+        if probe:
+            prober = Prober(lambda: ipam.config(fresh=False), count=probe_count, timeout=probe_timeout)
+            ipam.probe_with(prober)
+            helpers.enter_context(ProbeAhead(ipam, prober, recheck=conflict_recheck))
         if reconcile_every:
             helpers.enter_context(
                 PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name, plugin_dir=plugin_dir)
