@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 
 from ..ipam import Ipam
 from ..lanprobe.announce import Announcer
+from ..lanprobe.links import Routes
 from ..lanprobe.prober import CONFLICT_RECHECK, PROBE_COUNT, PROBE_TIMEOUT, ProbeAhead, Prober
 from ..owners import OwnerTracker
 from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
@@ -109,7 +111,8 @@ def server(
         listeners = [helpers.enter_context(Announcer(ipam)).heard] if follow_docker and announce else []
         tracker = helpers.enter_context(OwnerTracker(ipam, listeners=listeners)) if follow_docker else None
         if probe:
-            prober = Prober(lambda: ipam.config(fresh=False), count=probe_count, timeout=probe_timeout)
+            routes = Routes(logging.INFO)  # where each LAN is probed, in the log
+            prober = Prober(lambda: ipam.config(fresh=False), count=probe_count, timeout=probe_timeout, routes=routes)
             ipam.probe_with(prober)
             helpers.enter_context(ProbeAhead(ipam, prober, recheck=conflict_recheck))
         if reconcile_every:

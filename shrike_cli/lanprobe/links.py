@@ -38,6 +38,9 @@ SIOCGIFHWADDR = 0x8927
 #: Seconds the interface found for a LAN is trusted before it is looked up again: links
 #: change rarely (create-network, --undo), and a lookup is a netlink round trip.
 LINK_TTL = 30.0
+#: The same when none was found: a network created a moment ago (its bridge holding the
+#: host's address) is probed on from its first requests.
+NO_LINK_TTL = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,26 +73,27 @@ def interface_toward(ip: IPv4, lan: Subnet) -> Interface | None:
 
 
 class Routes:
-    """:func:`interface_toward` for each LAN, remembered for :data:`LINK_TTL` seconds."""
+    """:func:`interface_toward` for each LAN, remembered for :data:`LINK_TTL` seconds
+    (:data:`NO_LINK_TTL` when there is none); what is found is logged at ``level`` when
+    it changes (the server says it: an operator wants to know where it probes)."""
 
-    def __init__(self, ttl: float = LINK_TTL) -> None:
-        self.ttl = ttl
+    def __init__(self, level: int = logging.DEBUG) -> None:
+        self.level = level
         self._found: dict[Subnet, tuple[float, Interface | None]] = {}
         self._lock = threading.Lock()
 
     def toward(self, ip: IPv4, lan: Subnet) -> Interface | None:
         with self._lock:
-            at, interface = self._found.get(lan, (-self.ttl, None))
-        if time.monotonic() - at < self.ttl:
+            at, interface = self._found.get(lan, (-LINK_TTL, None))
+        if time.monotonic() - at < (LINK_TTL if interface else NO_LINK_TTL):
             return interface
         interface = interface_toward(ip, lan)
         with self._lock:
             first, before = lan not in self._found, self._found.get(lan, (0.0, None))[1]
             self._found[lan] = (time.monotonic(), interface)
         if first or interface != before:
-            log.info(
-                "LAN %s: %s", lan, f"probed on {interface.name}" if interface else "no interface of this host is on it"
-            )
+            where = f"probed on {interface.name}" if interface else "no interface of this host is on it"
+            log.log(self.level, "LAN %s: %s", lan, where)
         return interface
 
 

@@ -69,12 +69,17 @@ class Prober:
     """
 
     def __init__(
-        self, config: Callable[[], Config], *, count: int = PROBE_COUNT, timeout: float = PROBE_TIMEOUT
+        self,
+        config: Callable[[], Config],
+        *,
+        count: int = PROBE_COUNT,
+        timeout: float = PROBE_TIMEOUT,
+        routes: Routes | None = None,
     ) -> None:
         self.config = config
         self.count = count
         self.timeout = timeout
-        self.routes = Routes()
+        self.routes = routes or Routes()
         #: set whenever a request used a verdict: the probe-ahead looks again
         self.used = threading.Event()
         self._verdicts: dict[IPv4, Verdict] = {}

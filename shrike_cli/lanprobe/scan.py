@@ -153,7 +153,9 @@ def _sweep(
     progress: Callable[[str], None],
 ) -> Sweep:
     """Probe ``targets`` (each with the kind of its range) and classify what answered."""
-    interface = Routes().toward(targets[0][1], lan)
+    # Toward a container address: the host's own address (in a host range) routes locally.
+    toward = next((ip for kind, ip in targets if kind == KIND_CONTAINER), targets[-1][1])
+    interface = Routes().toward(toward, lan)
     if interface is None:
         raise ShrikeError(f"this host has no interface on {lan}: scan it from a host on that LAN")
     frames = count * len(targets)
