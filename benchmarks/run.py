@@ -197,13 +197,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     # Imported here: benchmarks/plugin.py imports Row from this file.
-    from benchmarks.plugin import bench_docker_run, bench_socket
+    from benchmarks.plugin import bench_docker_run, bench_probe, bench_socket
     from benchmarks.restarts import bench_restarts
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
     signal.signal(signal.SIGTERM, term_as_interrupt)
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs, restarts = (800, 5, 3) if args.quick else (10000, 100, 20)
+    probe_rounds = 5 if args.quick else 20
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = []
         if not args.only_restarts:
@@ -211,7 +212,8 @@ def main() -> int:
             for kind in ("embedded", "etcd"):
                 rows += bench_fill(open_, kind, sample)
             rows += bench_socket(etcd_url, Path(tmp), plugin_calls)
-            if not args.no_docker:
+            if not args.no_docker:  # namespaces: root, as dockerd
+                rows += bench_probe(Path(tmp), probe_rounds)
                 rows += bench_docker_run(Path(tmp), docker_runs)
         if not args.no_docker:
             rows += bench_restarts(Path(tmp), restarts)

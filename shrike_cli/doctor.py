@@ -3,7 +3,8 @@
 :func:`diagnose` runs the checks in the order a host is set up: the store and its
 declarations, the plugin socket, Docker, the Docker networks that use the plugin (however
 they were made; or the one named), whether the plugin starts before dockerd, the bridge
-(or macvlan uplink) that create-network's labels describe, and this host's lease (or, for
+(or macvlan uplink) that create-network's labels describe, whether the LANs this host is
+on are ARP-probed before their addresses are handed out, and this host's lease (or, for
 networks made otherwise, their gateway's). Each gives a :class:`Check`: a status (ok,
 warn or fail), what was found, and for anything not ok a hint saying what to run. A
 check that needs what an earlier one found missing (the network checks without Docker)

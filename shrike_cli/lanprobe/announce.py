@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import docker.errors
+
 from ..background import BackgroundTask
 from ..docker_api import DockerConnect, docker_client, docker_errors
 from ..ipam import Ipam
@@ -83,6 +85,8 @@ class Announcer(BackgroundTask):
                 try:
                     client = client or self.connect()
                     self.announce(client, container)
+                except (FileNotFoundError, LookupError) as err:  # its namespace or interface went meanwhile
+                    log.debug("container %s stopped before it was announced (%s)", container[:12], err)
                 except Exception as err:  # dockerd, the store or the namespace: this one is not announced
                     log.warning("cannot announce the addresses of container %s: %s", container[:12], err)
                     if client is not None:
@@ -97,7 +101,12 @@ class Announcer(BackgroundTask):
     def announce(self, client: Any, container: str) -> None:
         """Announce the addresses this host gave ``container``, from inside it."""
         with docker_errors():
-            info = client.api.inspect_container(container)
+            try:
+                info = client.api.inspect_container(container)
+            except docker.errors.NotFound:
+                return  # removed already (docker run --rm of a short job)
+        if not (info.get("State") or {}).get("Running"):
+            return
         settings = info.get("NetworkSettings") or {}
         ours = []
         for network in (settings.get("Networks") or {}).values():
