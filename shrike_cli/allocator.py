@@ -17,6 +17,7 @@ fail because of each other.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -165,7 +166,7 @@ class Allocator:
             if mac is None:
                 return lease
             stranger = Holder.stranger(lease.subnet, holder.host, mac)
-            self.record_conflict(lease.ip, stranger, lease.range, over=lambda old, taken=lease: old == taken)
+            self.record_conflict(lease.ip, stranger, lease.range, over=partial(operator.eq, lease))
             answering.append(f"{lease.ip} ({mac})")
             returning = None  # its parked address is somebody else's now: it gets another
             if len(answering) == MAX_CONFLICTS:

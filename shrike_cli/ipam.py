@@ -382,14 +382,7 @@ class Ipam:
     def mark_conflict(self, ip: IPv4, mac: str) -> Lease | None:
         """Record that ``mac`` answers on the LAN for ``ip``, an address of a container
         range that nobody holds (``shrike scan --mark``); None when it is not free."""
-
-        def locate(config: Config) -> tuple[Subnet, str]:
-            declared = config.container_range_of(int(ip))
-            if declared is None:
-                raise InvalidInput(f"{ip} is outside every container range")
-            return config.lan_of(declared), declared.id
-
-        subnet, range_id = self._with_config(locate)
+        subnet, range_id = self._container_range(ip)
         return self.allocator.record_conflict(ip, Holder.stranger(subnet, self.host, mac), range_id)
 
     def conflicts(self) -> list[tuple[Lease, int]]:
@@ -518,19 +511,23 @@ class Ipam:
         container or host (:meth:`adoptable`), :class:`InvalidInput` when it lies in no
         container range."""
         address = _address(ip, "address")
-
-        def locate(config: Config) -> tuple[Subnet, str]:
-            declared = config.container_range_of(int(address))
-            if declared is None:
-                raise InvalidInput(f"{ip} is outside every container range")
-            return config.lan_of(declared), declared.id
-
-        subnet, range_id = self._with_config(locate)
+        subnet, range_id = self._container_range(address)
         mac = validate_mac(mac) if mac else ""
         holder = Holder(KIND_CONTAINER, STATE_HELD, subnet, self.host, mac=mac, owner=dict(owner or {}))
         return self.allocator.claim(
             address, holder, range_id, may_take=lambda old: self.adoptable(old, KIND_CONTAINER, mac)
         )
+
+    def _container_range(self, ip: IPv4) -> tuple[Subnet, str]:
+        """The LAN and the id of the container range holding ``ip``."""
+
+        def locate(config: Config) -> tuple[Subnet, str]:
+            declared = config.container_range_of(int(ip))
+            if declared is None:
+                raise InvalidInput(f"{ip} is outside every container range")
+            return config.lan_of(declared), declared.id
+
+        return self._with_config(locate)
 
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""

@@ -313,6 +313,12 @@ class Config:
         there) the subnet it was typed in."""
         return self.lan_subnet_of(declared.start) or declared.subnet
 
+    def lan_of_address(self, ip: int) -> Subnet | None:
+        """The LAN an address belongs to: its container range's, else the declared LAN
+        holding it (None: neither)."""
+        declared = self.container_range_of(ip)
+        return self.lan_of(declared) if declared else self.lan_subnet_of(ip)
+
     def gateway_of(self, subnet: Subnet) -> IPv4 | None:
         return self.lans.get(subnet)
 

@@ -108,7 +108,11 @@ def server(
     path = socket_path(plugin_dir, plugin_name)
     ipam = Ipam(globals_of(ctx).store(), max_wait=MAX_WAIT)
     with contextlib.ExitStack() as helpers:
-        listeners = [helpers.enter_context(Announcer(ipam)).heard] if follow_docker and announce else []
+        listeners = []
+        if follow_docker and announce:
+            announcer = Announcer(ipam)
+            helpers.enter_context(announcer)
+            listeners.append(announcer.heard)
         tracker = helpers.enter_context(OwnerTracker(ipam, listeners=listeners)) if follow_docker else None
         if probe:
             routes = Routes(logging.INFO)  # where each LAN is probed, in the log

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from ..background import BackgroundTask, Backoff
 from ..ipam import Ipam
-from ..model import SEEN, Config, IPv4, Lease, Subnet, parse_time
+from ..model import SEEN, Config, IPv4, Lease, parse_time
 from . import arp
 from .links import Interface, Routes
 
@@ -42,8 +42,10 @@ REFRESH = 20.0
 #: Likely next addresses kept probed, per window (and among the parked ones).
 AHEAD = 4
 #: The probe-ahead looks at the store at least this often (and at once after a request
-#: used a verdict).
+#: used a verdict, but at most every GAP seconds: a busy server's requests come by the
+#: thousand a second).
 TICK = 2.0
+GAP = 0.1
 #: Seconds after a conflict last answered before it is probed again (``--conflict-recheck``).
 CONFLICT_RECHECK = 600.0
 #: The longest pause between two looks for conflicts due again.
@@ -53,12 +55,6 @@ BACKOFF = (1.0, 60.0)
 #: What is known of an address: when it was probed (monotonic) and the MAC that
 #: answered (None: nothing did).
 Verdict = tuple[float, str | None]
-
-
-def lan_of(config: Config, ip: IPv4) -> Subnet | None:
-    """The LAN an address belongs to: its container range's, else the declared LAN holding it."""
-    declared = config.container_range_of(int(ip))
-    return config.lan_of(declared) if declared else config.lan_subnet_of(int(ip))
 
 
 class Prober:
@@ -88,7 +84,7 @@ class Prober:
 
     def interface(self, ip: IPv4) -> Interface | None:
         """The interface ``ip``'s LAN is probed on; None: it is not probed from this host."""
-        lan = lan_of(self.config(), ip)
+        lan = self.config().lan_of_address(int(ip))
         return self.routes.toward(ip, lan) if lan is not None else None
 
     def answering(self, ip: IPv4) -> str | None:
@@ -99,7 +95,9 @@ class Prober:
             mac = known[1]
         else:
             interface = self.interface(ip)
-            answers = self.probe(interface, [ip]) if interface is not None else None
+            if interface is None:
+                return None  # a LAN this host is not on
+            answers = self.probe(interface, [ip])
             mac = answers[ip] if answers is not None else None
         self.used.set()
         if mac is not None:
@@ -170,7 +168,8 @@ class ProbeAhead(BackgroundTask):
                 log.warning("probing ahead failed (%s); retrying in %g s", err, backoff.delay)
                 backoff.wait()
                 continue
-            self.prober.used.wait(TICK)
+            if not self.stopping.wait(GAP):
+                self.prober.used.wait(TICK)
 
     def probe_ahead(self) -> None:
         """Probe the likely next addresses whose verdict is older than :data:`REFRESH`."""
