@@ -236,10 +236,12 @@ SQUATTED = CONTAINERS[1]
 class ProbedLan:
     """The session's dockerd with a network on 203.0.113.0/24 whose bridge is cabled to
     ``lan`` (a LAN of this test's, router .254), and ``shrike server`` beside dockerd,
-    in its namespace (as on a real host), probing that LAN."""
+    in its namespace (as on a real host), probing that LAN. ``squatter`` sat on
+    :data:`SQUATTED` before the server started."""
 
     dockerd: DockerDaemon
     lan: Lan
+    squatter: Host
     server: ServerProcess
     ipam: Ipam
     network: Network
@@ -288,6 +290,7 @@ def probed_lan(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[ProbedLan]:
     tracker = Tracker(dockerd.client)
     cable, lan_end = free_name("shkc"), free_name("shkc")
     try:
+        squatter = lan.add_host("sq", f"{SQUATTED}/24")
         server.start()
         network = create_network(
             dockerd, tracker, server.name, PROBED, PROBED_GATEWAY, {"DefaultGatewayIPv4": PROBED_ROUTER}
@@ -299,7 +302,7 @@ def probed_lan(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[ProbedLan]:
         lan.run(["ip", "link", "set", lan_end, "master", "br0", "up"], check=True)
         dockerd.host.run(["ip", "link", "set", cable, "master", bridge, "up"], check=True)
         wait_until(lambda: f"probed on {bridge}" in server.log(), what="the server probing the network's bridge")
-        yield ProbedLan(dockerd, lan, server, ipam, network, tracker)
+        yield ProbedLan(dockerd, lan, squatter, server, ipam, network, tracker)
     finally:
         errors = tracker.cleanup(time.monotonic() + API_CLEANUP_BUDGET)
         server.stop()
@@ -312,8 +315,7 @@ def probed_lan(dockerd: DockerDaemon, tmp_path: Path) -> Iterator[ProbedLan]:
 @pytest.mark.docker
 def test_docker_run_never_gets_an_address_a_squatter_answers_for(probed_lan: ProbedLan) -> None:
     p = probed_lan
-    squatter = p.lan.add_host("sq", f"{SQUATTED}/24")
-    squatter_mac = mac_of(squatter)
+    squatter_mac = mac_of(p.squatter)
 
     # Filling the range: every address but the squatter's.
     containers = [p.run()[0] for _ in range(3)]

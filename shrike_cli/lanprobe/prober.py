@@ -34,11 +34,13 @@ log = logging.getLogger("shrike.lanprobe")
 #: a host configuring itself; on one LAN segment an answer comes within milliseconds.
 PROBE_COUNT = 3
 PROBE_TIMEOUT = 0.3
-#: Seconds a verdict is trusted by a request.
-FRESH = 30.0
+#: Seconds a verdict is trusted by a request: a device that starts using an address
+#: later than that after it was found silent is missed (``shrike scan`` finds it). Shorter
+#: costs more broadcasts: the likely next addresses are probed again every REFRESH s.
+FRESH = 15.0
 #: The probe-ahead probes a likely next address again once its verdict is this old, so
 #: that a request finds it fresh.
-REFRESH = 20.0
+REFRESH = 10.0
 #: Likely next addresses kept probed, per window (and among the parked ones).
 AHEAD = 4
 #: The probe-ahead looks at the store at least this often (and at once after a request
