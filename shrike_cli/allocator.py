@@ -59,6 +59,12 @@ class LanCheck(Protocol):
         when this host cannot tell."""
         ...
 
+    def vacated(self, ip: IPv4) -> None:
+        """``ip`` was given back just now by the container that held it, whose interface
+        dockerd removed first: nothing answered for it then (a container coming back to
+        it waits for no probe)."""
+        ...
+
 
 def _free(old: Lease | None) -> bool:
     return old is None or old.state == STATE_RELEASED

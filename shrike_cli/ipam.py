@@ -323,7 +323,11 @@ class Ipam:
             return True
 
         if lease.kind == KIND_CONTAINER:
-            return self.allocator.release(ip, keep=keep, accept=ours)
+            released = self.allocator.release(ip, keep=keep, accept=ours)
+            vacated = lease.state == STATE_HELD and released is not None and released.state != STATE_HELD
+            if keep and vacated and self.allocator.lan is not None:
+                self.allocator.lan.vacated(lease.ip)  # dockerd removed the container's interface first
+            return released
         if lease.kind in SHARED_KINDS and ours(lease):
             return self._update_shared(lease.ip, pool, -1)
         return lease

@@ -73,6 +73,9 @@ class Answering:
         self.asked.append(ip)
         return self.answers.get(ip)
 
+    def vacated(self, ip: IPv4) -> None:
+        self.answers.pop(ip, None)
+
 
 def test_a_dynamic_address_that_answers_becomes_a_conflict_and_the_next_is_handed_out(lan_ipam: Ipam) -> None:
     lan_ipam.probe_with(Answering({"198.51.100.101": STRANGER}))

@@ -106,6 +106,12 @@ class Prober:
             log.warning("%s is in use on the LAN: %s answers for it", ip, mac)
         return mac
 
+    def vacated(self, ip: IPv4) -> None:
+        """``ip`` was given back by the container that held it, its interface removed:
+        silent as of now."""
+        with self._lock:
+            self._verdicts[ip] = (time.monotonic(), None)
+
     def verdict(self, ip: IPv4, fresh: float) -> Verdict | None:
         """What was found of ``ip`` less than ``fresh`` seconds ago, if anything."""
         with self._lock:
