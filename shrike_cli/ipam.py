@@ -500,11 +500,14 @@ class Ipam:
         MAC ``mac``, or for ``kind`` host, this host's own) may be recorded as such over its
         lease ``old``: when there is none, it is released or reserved (a container started
         with --ip takes up a reservation), it names no host (imported from the original),
-        or it is this host's already."""
+        or it is this host's already; or it is a conflict found answering from that very
+        MAC (the container was probed, its address not recorded)."""
         if old is None:
             return True
         if kind == KIND_HOST:
             return old.kind == KIND_HOST and old.host in ("", self.host)
+        if old.kind == KIND_CONFLICT:
+            return bool(mac) and old.mac == mac
         return old.kind == KIND_CONTAINER and (
             old.state != STATE_HELD or not old.host or old.is_container_of(self.host, mac)
         )

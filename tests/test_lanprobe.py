@@ -135,6 +135,17 @@ def test_release_ip_frees_a_conflict_at_once(lan_ipam: Ipam) -> None:
     assert (released.kind, released.state) == ("container", "released")
 
 
+def test_a_container_found_answering_is_adopted_over_its_conflict(lan_ipam: Ipam) -> None:
+    container = "02:42:00:00:00:07"  # running, its address lost with the store
+    lan_ipam.probe_with(Answering({"198.51.100.100": container}))
+    lan_ipam.request_address(LAN)
+    with pytest.raises(Conflict):
+        lan_ipam.adopt_container("198.51.100.100", mac="02:42:00:00:00:08")
+    adopted = lan_ipam.adopt_container("198.51.100.100", mac=container, owner={"name": "web1"})
+    assert (adopted.kind, adopted.mac, adopted.holder) == ("container", container, "web1")
+    assert lan_ipam.state.address_of_mac(container) == "198.51.100.100"
+
+
 def test_a_router_answering_for_every_address_does_not_eat_the_range(lan_ipam: Ipam) -> None:
     everything = Answering({f"198.51.100.{n}": STRANGER for n in range(100, 110)})
     lan_ipam.probe_with(everything)

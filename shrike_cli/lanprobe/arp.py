@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
+from ..errors import ShrikeError
 from ..model import IPv4
 
 ETH_P_ARP = 0x0806
@@ -38,7 +39,7 @@ _ETHER_HEADER = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
 
-class ArpUnavailable(OSError):
+class ArpUnavailable(ShrikeError):
     """No ARP can be sent here: not root, or the interface is gone."""
 
 

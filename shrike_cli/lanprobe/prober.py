@@ -123,7 +123,7 @@ class Prober:
         silent), or None when no ARP can be sent there (said once in the log)."""
         try:
             answers = arp.probe(interface.name, ips, count=self.count, timeout=self.timeout)
-        except arp.ArpUnavailable as err:
+        except (arp.ArpUnavailable, OSError) as err:  # OSError: the link went down meanwhile
             if interface.name not in self._warned:
                 self._warned.add(interface.name)
                 log.warning("%s: addresses are handed out unprobed", err)
