@@ -8,11 +8,13 @@ the container is removed, unless nothing else is left. How a request is recognis
 a container coming back is :class:`Returning`'s business.
 How each kind of candidate is taken quickly and safely under concurrency is
 :mod:`.sources`'s business; what is written, and the invariants between the records,
-:mod:`.state`'s. Whether an address is in use on the LAN by something shrike does not
-know is a :class:`LanCheck`'s (the plugin server's ARP prober): a candidate that answers
-becomes a ``conflict`` and the next one is tried. Every change is one compare-and-swap transaction, retried on a lost
+:mod:`.state`'s. Every change is one compare-and-swap transaction, retried on a lost
 race, so concurrent allocators on many hosts never hand out the same address and never
 fail because of each other.
+
+Whether an address is in use on the LAN by something shrike does not know is a
+:class:`LanCheck`'s (the plugin server's ARP prober): a candidate that answers becomes a
+``conflict``, and the next one is tried.
 """
 
 from __future__ import annotations
