@@ -11,8 +11,6 @@ interface on the LAN (its route goes through a router), none: nothing is probed 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -98,9 +96,6 @@ class Routes:
 
 
 # ------------------------------------------------------------ other namespaces
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
 def in_namespace(path: str, action: Callable[[], T]) -> T:
     """``action()``, run on a thread of its own that has entered the network namespace
     at ``path`` (a container's sandbox): sockets it opens belong to that namespace, and
@@ -108,10 +103,15 @@ def in_namespace(path: str, action: Callable[[], T]) -> T:
     outcome: list[T] = []
     failure: list[BaseException] = []
 
+    import ctypes  # only the announcer needs it
+
+    # The C library this process runs on (its symbols are global): no ldconfig lookup.
+    libc = ctypes.CDLL(None, use_errno=True)
+
     def run() -> None:
         try:
             with open(path, "rb") as namespace:
-                if _libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
+                if libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
                     raise OSError(errno, f"cannot enter the network namespace {path}: {os.strerror(errno)}")
             outcome.append(action())
