@@ -5,9 +5,14 @@
   send what dockerd sends for ``docker run`` (a random MAC each, one kept-alive
   connection each). Store contents only: no address is configured anywhere.
 * :func:`bench_docker_run`: what a user feels, ``docker run --rm --net N busybox true``
-  on a bridge network whose IPAM driver is shrike, against the same on an equal bridge
-  network with Docker's built-in IPAM, interleaved in one run on a private dockerd
-  inside a network namespace of its own.
+  (and with ``--ip``) on a bridge network whose IPAM driver is shrike, against the same
+  on an equal bridge network with Docker's built-in IPAM, interleaved in one run on a
+  private dockerd inside a network namespace of its own. The server runs in that
+  namespace too, as on a real host: it probes the namespace's LAN before it hands out
+  an address (the probes reach only namespaces the benchmark made).
+* :func:`bench_probe`: RequestAddress with probing on against off, over the socket of
+  two servers on a host namespace of a LAN namespace: dynamic requests while addresses
+  probed ahead remain, and requests for a given address, which wait for their probes.
 
 Both start ``shrike server`` as it runs in production (no ``--debug``: that would write a
 log line per request) and stop everything they start, by PID, also on errors and Ctrl-C.
@@ -32,9 +37,11 @@ from docker.models.networks import Network
 
 from benchmarks.run import Row, percentile
 from shrike_cli.ipam import Ipam
+from shrike_cli.lanprobe.prober import AHEAD, PROBE_TIMEOUT
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import DB_NAME, EmbeddedStore, EtcdStore, Store
 from tests.fixtures.dockerd import API_CLEANUP_BUDGET, PLUGIN_DIR, DockerDaemon, Tracker
+from tests.fixtures.netns import Lan
 from tests.fixtures.plugin import HOST_ADDRESS, ROUTER, SUBNET, ServerProcess, create_network, declare_lan, random_mac
 
 #: The socket benchmark's LAN (store contents only, no packet is sent): 16,126 container
@@ -45,6 +52,15 @@ SOCKET_SUBNET = "10.99.0.0/18"
 BUILTIN_SUBNET = "203.0.113.0/24"
 BUILTIN_GATEWAY = "203.0.113.39"
 BUILTIN_ROUTER = "203.0.113.254"
+
+#: The addresses the ``--ip`` runs ask for, in each network.
+GIVEN = "198.51.100.150"
+BUILTIN_GIVEN = "203.0.113.150"
+#: bench_probe: seconds between bursts, for the probe-ahead to probe the next addresses
+#: (it starts as soon as a request used a verdict; one round of probes takes PROBE_TIMEOUT)...
+PROBE_PAUSE = 1.0
+#: ...and the addresses asked for by name afterwards (past those handed out dynamically).
+PROBE_GIVEN = tuple(f"198.51.100.{n}" for n in range(190, 200))
 
 CLIENTS = (1, 8)
 #: The fork server imports this module (and so docker, pytest) before the first client.
@@ -61,15 +77,16 @@ def serving(
     plugin_dir: Path,
     name: str,
     log_path: Path,
-    *,
     env: dict[str, str] | None = None,
+    *,
+    netns: str | None = None,
     server_args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """``shrike [STORE OPTIONS] server [SERVER_ARGS]`` running as in production (without
-    the tests' ``--debug``; following the dockerd ``env``'s DOCKER_HOST names, if any),
-    stopped by its pid on the way out, also if it fails to start or on Ctrl-C. It dies
-    with the benchmark (``setpriv --pdeathsig``)."""
-    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, env=env, debug=False)
+    """``shrike [STORE OPTIONS] server`` running as in production (without the tests'
+    ``--debug``; following the dockerd ``env``'s DOCKER_HOST names, if any; in the
+    network namespace ``netns`` if given), stopped by its pid on the way out, also if it
+    fails to start or on Ctrl-C. It dies with the benchmark (``setpriv --pdeathsig``)."""
+    server = ServerProcess(store_args, plugin_dir, name, log_path, server_args, env=env, debug=False, netns=netns)
     try:
         server.start()
         yield server
@@ -197,16 +214,22 @@ def bench_socket(etcd_url: str, workdir: Path, total: int) -> list[Row]:
 
 
 # ---------------------------------------------------------------- docker run
-def docker_run_times(dockerd: DockerDaemon, networks: Sequence[str], samples: int) -> list[list[float]]:
-    """``samples`` timings (ms) of ``docker run --rm --net N IMAGE true`` for each of
-    ``networks``, interleaved: each round runs them all, in an order that alternates
-    (A B, then B A), after one run each that is not counted (warm-up)."""
+def docker_run_times(
+    dockerd: DockerDaemon, networks: Sequence[str], samples: int, options: Sequence[Sequence[str]] | None = None
+) -> list[list[float]]:
+    """``samples`` timings (ms) of ``docker run --rm --net N [OPTIONS] IMAGE true`` for
+    each of ``networks`` (with the ``options`` of each), interleaved: each round runs
+    them all, in an order that alternates (A B, then B A), after one run each that is
+    not counted (warm-up)."""
     times: list[list[float]] = [[] for _ in networks]
     order = list(range(len(networks)))
+    extra = options or [()] * len(networks)
     for round_ in range(samples + 1):
         for index in order if round_ % 2 else reversed(order):
             t0 = time.perf_counter()
-            dockerd.docker_cli("run", "--rm", "--net", networks[index], dockerd.image, "true", timeout=RUN_TIMEOUT)
+            dockerd.docker_cli(
+                "run", "--rm", "--net", networks[index], *extra[index], dockerd.image, "true", timeout=RUN_TIMEOUT
+            )
             if round_:
                 times[index].append((time.perf_counter() - t0) * 1000)
     return times
@@ -247,6 +270,7 @@ def twin_networks(workdir: Path, name: str) -> Iterator[Twins]:
                 f"shrike-{name}-{os.getpid()}",
                 workdir / f"{name}-server.log",
                 env=dockerd.env,
+                netns=dockerd.host.netns_path,  # beside dockerd, on its LAN: it probes there
             )
         )
         tracker = Tracker(dockerd.client)
@@ -259,17 +283,99 @@ def twin_networks(workdir: Path, name: str) -> Iterator[Twins]:
 
 
 def bench_docker_run(workdir: Path, samples: int) -> list[Row]:
-    """The median ``docker run`` on a shrike (embedded store) network over the same on
-    an equal network with the built-in IPAM, measured side by side."""
+    """The median ``docker run`` on a shrike (embedded store, probing the LAN) network
+    over the same on an equal network with the built-in IPAM, measured side by side;
+    then the same with ``--ip``, whose address shrike probes while dockerd waits."""
     with twin_networks(workdir, "docker-run") as twins:
-        shrike_ms, builtin_ms = docker_run_times(twins.dockerd, [twins.ours.name, twins.builtin.name], samples)
+        networks = [twins.ours.name, twins.builtin.name]
+        shrike_ms, builtin_ms = docker_run_times(twins.dockerd, networks, samples)
+        given = [("--ip", GIVEN), ("--ip", BUILTIN_GIVEN)]
+        shrike_ip_ms, builtin_ip_ms = docker_run_times(twins.dockerd, networks, max(samples // 5, 1), given)
     ours_median, builtin_median = statistics.median(shrike_ms), statistics.median(builtin_ms)
     ratio = ours_median / builtin_median
     pairs = statistics.median(a / b for a, b in zip(shrike_ms, builtin_ms, strict=True))
     what = f"docker run --rm --net N busybox true, median of {samples} (ms)"
+    given_what = f"docker run --rm --net N --ip A busybox true, median of {len(shrike_ip_ms)} (ms)"
+    given_ratio = statistics.median(shrike_ip_ms) / statistics.median(builtin_ip_ms)
     return [
-        Row(what, "embedded", f"{ours_median:.0f}", ""),
+        Row(what, "embedded, probing", f"{ours_median:.0f}", ""),
         Row(what, "built-in IPAM", f"{builtin_median:.0f}", ""),
-        Row("docker run: shrike median / built-in median", "embedded", f"{ratio:.3f}", "<= 1.05", ratio <= 1.05),
-        Row("docker run: median of the paired ratios", "embedded", f"{pairs:.3f}", ""),
+        Row(
+            "docker run: shrike median / built-in median", "embedded, probing", f"{ratio:.3f}", "<= 1.05", ratio <= 1.05
+        ),
+        Row("docker run: median of the paired ratios", "embedded, probing", f"{pairs:.3f}", ""),
+        Row(given_what, "embedded, probing", f"{statistics.median(shrike_ip_ms):.0f}", ""),
+        Row(given_what, "built-in IPAM", f"{statistics.median(builtin_ip_ms):.0f}", ""),
+        Row("docker run --ip: shrike median / built-in median", "embedded, probing", f"{given_ratio:.3f}", ""),
+    ]
+
+
+# -------------------------------------------------------------------- probing
+def probe_latencies(path: Path, rounds: int, burst: int, given: Sequence[str]) -> tuple[list[float], list[float]]:
+    """RequestAddress latencies (ms) over the socket ``path``: ``rounds`` bursts of
+    ``burst`` dynamic requests, each after a pause in which the server may probe the
+    next addresses ahead, then one request for each of the ``given`` addresses."""
+    with PluginClient(path) as client:
+        pool_id = client.request_pool(SUBNET)
+        dynamic: list[float] = []
+        for _ in range(rounds):
+            time.sleep(PROBE_PAUSE)
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                client.request_address(pool_id, mac=random_mac())
+                dynamic.append((time.perf_counter() - t0) * 1000)
+        explicit = []
+        for address in given:
+            t0 = time.perf_counter()
+            client.request_address(pool_id, address, mac=random_mac())
+            explicit.append((time.perf_counter() - t0) * 1000)
+    return dynamic, explicit
+
+
+def bench_probe(workdir: Path, rounds: int) -> list[Row]:
+    """RequestAddress with probing on against off (``--no-probe``): two servers on one
+    host of a LAN namespace, each on a fresh store with the test LAN declared."""
+    sockets = workdir / "probe-sockets"
+    sockets.mkdir()
+    lan = Lan(SUBNET, ROUTER)
+    try:
+        host = lan.add_host("h", f"{HOST_ADDRESS}/24")
+        measured = {}
+        for name, options in (("off", ["--no-probe"]), ("on", [])):
+            state = workdir / f"probe-{name}"
+            store = EmbeddedStore(state / DB_NAME)
+            try:
+                declare_lan(Ipam(store))
+            finally:
+                store.close()
+            with serving(
+                ["--state-dir", str(state)],
+                sockets,
+                f"probe-{name}",
+                workdir / f"probe-{name}.log",
+                netns=host.netns_path,
+                server_args=["--no-follow-docker", *options],
+            ) as server:
+                measured[name] = probe_latencies(server.path, rounds, AHEAD, PROBE_GIVEN)
+    finally:
+        lan.cleanup()
+    (off, _), (on, given) = measured["off"], measured["on"]
+    ratio = percentile(on, 99) / percentile(off, 99)
+    bound = PROBE_TIMEOUT * 1000 + 100
+    who = f"{len(on)} requests, {AHEAD} at a time"
+
+    def quantiles(samples: list[float]) -> str:
+        return f"{percentile(samples, 50):.3f} / {percentile(samples, 99):.3f}"
+
+    return [
+        Row(f"RequestAddress p50 / p99 (ms), {who}", "embedded, no probing", quantiles(off), ""),
+        Row(f"RequestAddress p50 / p99 (ms), {who}", "embedded, probed ahead", quantiles(on), ""),
+        Row("RequestAddress p99: probing / no probing", "embedded", f"{ratio:.2f}", "<= 2", ratio <= 2),
+        Row(
+            f"RequestAddress of a given address (--ip) p50 / p99 (ms), {len(given)} requests",
+            "embedded, probing",
+            f"{percentile(given, 50):.0f} / {percentile(given, 99):.0f}",
+            f"<= {bound:.0f} (--probe-timeout {PROBE_TIMEOUT:g} s)",
+            percentile(given, 99) <= bound,
+        ),
     ]

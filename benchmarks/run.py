@@ -232,7 +232,7 @@ def main() -> int:
     args = parser.parse_args()
     # Imported here: benchmarks/plugin.py and metrics.py import Row from this file.
     from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape
-    from benchmarks.plugin import bench_docker_run, bench_socket
+    from benchmarks.plugin import bench_docker_run, bench_probe, bench_socket
     from benchmarks.restarts import bench_restarts
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
@@ -240,6 +240,7 @@ def main() -> int:
     count, sample = (2000, 200) if args.quick else (20000, 1000)
     plugin_calls, docker_runs, restarts = (800, 5, 3) if args.quick else (10000, 100, 20)
     rounds, scrapes = (1, 10) if args.quick else (11, 50)
+    probe_rounds = 5 if args.quick else 20
     with tempfile.TemporaryDirectory(prefix="shrike-bench-") as tmp, stores(Path(tmp)) as (open_, etcd_url):
         rows = []
         if args.only_ipv6:
@@ -256,7 +257,8 @@ def main() -> int:
             rows += bench_handle_overhead(Path(tmp), count // 5, rounds)
             rows += bench_scrape(open_, etcd_url, Path(tmp), scrapes)
             rows += bench_change_record(Path(tmp), count // 5, rounds)
-            if not args.no_docker:
+            if not args.no_docker:  # namespaces: root, as dockerd
+                rows += bench_probe(Path(tmp), probe_rounds)
                 rows += bench_docker_run(Path(tmp), docker_runs)
         if not args.no_docker and not args.only_ipv6:
             rows += bench_restarts(Path(tmp), restarts)

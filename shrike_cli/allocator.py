@@ -11,20 +11,28 @@ How each kind of candidate is taken quickly and safely under concurrency is
 :mod:`.state`'s. Every change is one compare-and-swap transaction, retried on a lost
 race, so concurrent allocators on many hosts never hand out the same address and never
 fail because of each other.
+
+Whether an address is in use on the LAN by something shrike does not know is a
+:class:`LanCheck`'s (the plugin server's ARP prober): a candidate that answers becomes a
+``conflict``, and the next one is tried.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 from . import metrics
 from .cas import Retry
 from .errors import Conflict
 from .model import (
     IP,
+    KIND_CONFLICT,
     KIND_CONTAINER,
+    SEEN,
     STATE_HELD,
     STATE_PARKED,
     STATE_RELEASED,
@@ -35,11 +43,34 @@ from .model import (
     now_iso,
 )
 from .sources import KeptFor, LongestIdle, NeverUsed
-from .state import Change, Guard, Parked, State, StoredLease, parked, released
+from .state import Change, Guard, Parked, State, StoredLease, freed, parked, released
 
 #: One way to find an address: given the guards and the shared retry budget, a lease or
 #: None when it has nothing to give.
 Candidate = Callable[[Sequence[Guard], Retry], Lease | None]
+#: Most candidates in a row one request may find answering on the LAN before it fails:
+#: a router doing proxy ARP answers for every address, and must not turn a whole range
+#: into conflicts.
+MAX_CONFLICTS = 8
+
+
+class LanCheck(Protocol):
+    """Whether an address is in use on the LAN (see :mod:`shrike_cli.lanprobe`)."""
+
+    def answering(self, ip: IP) -> str | None:
+        """The MAC of a device answering for ``ip`` on the LAN; None when none does, or
+        when this host cannot tell."""
+        ...
+
+    def vacated(self, ip: IP) -> None:
+        """``ip`` was given back just now by the container that held it, whose interface
+        dockerd removed first: nothing answered for it then (a container coming back to
+        it waits for no probe)."""
+        ...
+
+
+def _free(old: Lease | None) -> bool:
+    return old is None or old.state == STATE_RELEASED
 
 
 def _parked_longest_ago(kept: Sequence[Parked]) -> Parked | None:
@@ -79,9 +110,11 @@ class Returning:
 class Allocator:
     """Hands out, claims and releases container addresses atomically."""
 
-    def __init__(self, state: State, *, max_wait: float) -> None:
+    def __init__(self, state: State, *, max_wait: float, lan: LanCheck | None = None) -> None:
         self.state = state
         self.max_wait = max_wait
+        #: asked about every address handed out dynamically (None: the LAN is not checked)
+        self.lan = lan
         self._never_used = NeverUsed(state)
         self._idle = LongestIdle(state)
         self._kept = KeptFor(state)
@@ -106,6 +139,23 @@ class Allocator:
         # parked longest ago (that container gets another when it starts).
         yield partial(self._kept.take, windows, holder, None, _parked_longest_ago)
 
+    def likely_next(self, windows: Sequence[Window], host: str, count: int) -> list[IP]:
+        """The addresses :meth:`candidates` will most likely give the next requests of
+        ``host``, for probing them ahead: the ``count`` parked last for its stopped
+        containers (one coming back gets its own), then in each window the next
+        ``count`` never used, topped up from its longest idle where fewer are left. A
+        guess: an address handed out that is not among them is probed then."""
+        kept = sorted(self.state.parked(host), key=lambda p: p.at, reverse=True)[:count]
+        found = [p.ip for p in kept]
+        for window in windows:
+            first = self.state.cursor(window).first_unused
+            fresh = [IP(ip) for ip in range(first, min(first + count, window.end + 1))]
+            found += fresh
+            if len(fresh) < count:
+                idle = self.state.idle(window.range.id, count - len(fresh))
+                found += [i.ip for i in idle if window.contains(int(i.ip))]
+        return list(dict.fromkeys(found))
+
     def allocate(
         self,
         windows: Sequence[Window],
@@ -116,16 +166,49 @@ class Allocator:
         where: str = "",
     ) -> Lease:
         """Hand out one address of ``windows`` to ``holder``, the first :meth:`candidates`
-        gives; :class:`Exhausted` (naming ``where``, by default the ranges) when all are
-        taken."""
+        gives that nothing answers for on the LAN; :class:`Exhausted` (naming ``where``,
+        by default the ranges) when all are taken.
+
+        A candidate found answering on the LAN is taken first, then recorded as a
+        conflict: nobody else can be handed it meanwhile."""
         retry = Retry(self.max_wait)
+        answering: list[str] = []
+        while True:
+            first = self._first(windows, holder, returning, guards, retry)
+            if first is None:
+                where = where or ", ".join(str(w.range) for w in windows) or "no container range"
+                raise Exhausted(f"no free address left in {where}", reason="full")
+            lease, how = first
+            mac = self.lan.answering(lease.ip) if self.lan is not None else None
+            if mac is None:
+                metrics.allocated(how)
+                return lease
+            stranger = Holder.stranger(lease.subnet, holder.host, mac)
+            self.record_conflict(lease.ip, stranger, lease.range, over=partial(operator.eq, lease))
+            answering.append(f"{lease.ip} ({mac})")
+            returning = None  # its parked address is somebody else's now: it gets another
+            if len(answering) == MAX_CONFLICTS:
+                raise Conflict(
+                    f"{MAX_CONFLICTS} addresses in a row answer on the LAN ({', '.join(answering)}), recorded as"
+                    " conflicts: does a router answer ARP for addresses it does not hold (proxy ARP)?",
+                    reason="lan_conflicts",
+                )
+
+    def _first(
+        self,
+        windows: Sequence[Window],
+        holder: Holder,
+        returning: Returning | None,
+        guards: Sequence[Guard],
+        retry: Retry,
+    ) -> tuple[Lease, str] | None:
+        """The address the first of :meth:`candidates` that has one gives, and how it
+        counts (:data:`~shrike_cli.metrics.ALLOCATIONS`)."""
         for candidate in self.candidates(windows, holder, returning):
             lease = candidate(guards, retry)
             if lease is not None:
-                metrics.allocated(getattr(candidate, "how", metrics.DYNAMIC))
-                return lease
-        where = where or ", ".join(str(w.range) for w in windows) or "no container range"
-        raise Exhausted(f"no free address left in {where}", reason="full")
+                return lease, getattr(candidate, "how", metrics.DYNAMIC)
+        return None
 
     def _previous_of_mac(
         self, windows: Sequence[Window], holder: Holder, guards: Sequence[Guard], retry: Retry
@@ -147,6 +230,41 @@ class Allocator:
             return lease
         retry.conflict()
         return None
+
+    def record_conflict(
+        self, ip: IP, stranger: Holder, range_id: str, *, over: Callable[[Lease | None], bool] = _free
+    ) -> Lease | None:
+        """Record that ``stranger`` answers for ``ip`` on the LAN: a ``conflict`` lease,
+        written over the address's lease (None: there is none) only if ``over`` accepts
+        it (by default: none, or a released one). Returns the conflict, None if not written."""
+
+        def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
+            old = stored.lease if stored else None
+            if not over(old):
+                return None, None
+            conflict = stranger.lease(ip, range_id)
+            change = Change()
+            change.write(conflict, previous=old)
+            return conflict, change
+
+        conflict = self.state.update_lease(ip, decide, max_wait=self.max_wait)
+        self._kept.invalidate()  # it may have been parked
+        return conflict
+
+    def settle_conflict(self, conflict: Lease, revision: int, mac: str | None) -> Lease | None:
+        """A conflict (read at store ``revision``) probed again: ``mac`` still answers,
+        and it was seen now; or nothing does (None), and its address is free again. None
+        when the lease was written since."""
+
+        def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
+            if stored is None or stored.revision != revision or stored.lease.kind != KIND_CONFLICT:
+                return None, None
+            new = replace(conflict, mac=mac, owner={SEEN: now_iso()}) if mac else freed(conflict)
+            change = Change()
+            change.write(new, previous=conflict)
+            return new, change
+
+        return self.state.update_lease(conflict.ip, decide, max_wait=self.max_wait)
 
     def claim(
         self,

@@ -3,7 +3,8 @@
 :func:`diagnose` runs the checks in the order a host is set up: the store and its
 declarations, the plugin socket, Docker, the Docker networks that use the plugin (however
 they were made; or the one named), whether the plugin starts before dockerd, the bridge
-(or macvlan uplink) that create-network's labels describe, and this host's lease (or, for
+(or macvlan uplink) that create-network's labels describe, whether the LANs this host is
+on are ARP-probed before their addresses are handed out, and this host's lease (or, for
 networks made otherwise, their gateway's). Each gives a :class:`Check`: a status (ok,
 warn or fail), what was found, and for anything not ok a hint saying what to run. A
 check that needs what an earlier one found missing (the network checks without Docker)
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ShrikeError
 from .ipam import Ipam
-from .model import KIND_CONTAINER, KIND_HOST, Config, Subnet
+from .model import KIND_CONTAINER, KIND_HOST, Config, IPv4, Subnet
 from .plugin import PLUGIN_DIR, socket_path
 from .plugin.client import PluginClient
 from .plugin_names import in_use, is_ipam_driver, networks_by_driver
@@ -170,6 +171,7 @@ class _Diagnosis:
             ("network", "looking up the Docker networks", self.network),
             ("start order", "comparing when the plugin and dockerd started", self.start_order),
             ("host network", "reading this host's links and routes", self.host_links),
+            ("lan probe", "checking that the LAN can be probed from here", self.lan_probe),
             ("host lease", "looking up this host's lease", self.host_lease),
         ]
         for name, doing, step in steps:
@@ -355,6 +357,34 @@ class _Diagnosis:
             for check in checks:
                 yield self._of(check, net)
 
+    # -------------------------------------------------------------- lan probe
+    def lan_probe(self) -> Iterator[Check]:
+        """Whether the plugin probes each LAN with container ranges before it hands out
+        its addresses: for the LANs this host is on (those it is not on are probed from
+        hosts that are), and for those create-network put it on."""
+        if self.config is None:
+            return
+        from .lanprobe.links import interface_toward
+
+        config = self.config
+        made = {Subnet.parse(pool) for net in self.networks if "mode" in net.labels for pool in net.pools}
+        plugin = Process.listening_on(self.plugin_path) if self.plugin_path else None
+        off = plugin is not None and probing_off(plugin.pid)
+        lans = {config.lan_of(r): r for r in reversed(config.ip_ranges)}
+        for lan, declared in sorted(lans.items()):
+            name = "lan probe" if len(lans) == 1 else f"lan probe ({lan})"
+            interface = interface_toward(IPv4(declared.start), lan)
+            if interface is None:
+                if any(lan.holds(pool) for pool in made):
+                    yield Check(
+                        name,
+                        WARN,
+                        f"no interface of this host is on {lan}: its addresses are handed out without probing it",
+                        "put the host back on the LAN (see the bridge checks)",
+                    )
+                continue
+            yield lan_probe_check(name, lan, interface.name, off)
+
     # ------------------------------------------------------------- host lease
     def host_lease(self) -> Iterator[Check]:
         ipam = self.ipam
@@ -371,6 +401,35 @@ class _Diagnosis:
                 yield self._of(gateway_lease_check(ipam, net.name, net.gateway), net)
         else:
             yield host_lease_check(ipam, None, self.target.network or "mynet")
+
+
+def probing_off(pid: int) -> bool:
+    """Whether the plugin's process ``pid`` runs with ``--no-probe`` (or SHRIKE_PROBE off)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"--no-probe" in argv or any(v in environ for v in (b"SHRIKE_PROBE=0", b"SHRIKE_PROBE=false"))
+
+
+def lan_probe_check(name: str, lan: Subnet, interface: str, off: bool) -> Check:
+    """``lan``, reached through ``interface``: can ARP be sent there, and does the plugin?"""
+    from .lanprobe.arp import ArpSocket, ArpUnavailable
+
+    if off:
+        return Check(
+            name,
+            WARN,
+            f"the plugin runs with --no-probe: addresses of {lan} are handed out without checking that nothing"
+            " else answers for them on the LAN",
+            "start shrike server without --no-probe, unless ARP probes are unwelcome on this LAN",
+        )
+    try:
+        ArpSocket(interface).close()
+    except ArpUnavailable as err:
+        return Check(name, WARN, f"cannot tell: {err}", "run doctor as root (shrike server runs as root)")
+    return Check(name, OK, f"{lan} is probed on {interface} (ARP) before its addresses are handed out")
 
 
 def host_lease_check(ipam: Ipam, host_ip: str | None, network: str) -> Check:

@@ -14,6 +14,7 @@ people and scripts. Addresses are text, checked as they come in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -21,10 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from .allocator import Allocator, Returning
+from .allocator import Allocator, LanCheck, Returning
 from .errors import Conflict, InvalidInput, NotFound
 from .model import (
     IP,
+    KIND_CONFLICT,
     KIND_CONTAINER,
     KIND_GATEWAY,
     KIND_HOST,
@@ -96,17 +98,25 @@ class Ipam:
     """Address management over one store, acting for one host (``host``).
 
     ``max_wait`` bounds how long one call may spend retrying compare-and-swap
-    conflicts before it fails (the store is overloaded)."""
+    conflicts before it fails (the store is overloaded). ``lan``, when given, is asked
+    whether an address is in use on the LAN before a container is handed it
+    (:meth:`probe_with`)."""
 
-    def __init__(self, store: Store, *, host: str | None = None, max_wait: float = 30.0) -> None:
+    def __init__(
+        self, store: Store, *, host: str | None = None, max_wait: float = 30.0, lan: LanCheck | None = None
+    ) -> None:
         self.store = store
         self.host = host or socket.gethostname()
         self.max_wait = max_wait
         self.state = State(store)
-        self.allocator = Allocator(self.state, max_wait=max_wait)
+        self.allocator = Allocator(self.state, max_wait=max_wait, lan=lan)
         self.pools = Pools(store, self.host, max_wait=max_wait)
         self._config: Config | None = None
         self._config_read = 0.0
+
+    def probe_with(self, lan: LanCheck | None) -> None:
+        """Check the LAN with ``lan`` from now on (None: no more)."""
+        self.allocator.lan = lan
 
     # ------------------------------------------------------------ declarations
     def declare_host_range(self, ip_start: str, ip_end: str, gateway: str | None = None) -> Declared:
@@ -159,6 +169,18 @@ class Ipam:
             return windows
 
         return self._with_config(find)
+
+    def likely_next(self, count: int) -> list[IP]:
+        """The addresses this host's next dynamic requests will most likely get (see
+        :meth:`Allocator.likely_next`), in every container range and in the sub-pools of
+        the networks this host has."""
+        config = self.config(fresh=False)
+        windows = [Window.whole(r) for r in config.ip_ranges]
+        for pool in self.pools.list():
+            if pool.sub_pool and pool.refs.get(self.host):
+                with contextlib.suppress(NotFound, InvalidInput):  # its ranges were changed since
+                    windows += self.windows(pool)
+        return self.allocator.likely_next(windows, self.host, count)
 
     def check_pool(self, pool: Pool) -> None:
         """Docker's RequestPool: ``pool`` must hold container addresses and lie in a LAN
@@ -269,7 +291,25 @@ class Ipam:
             return False
 
         range_id = self._with_config(locate)
+        self._refuse_if_answering(ip, holder, range_id, may_take)
         return self.allocator.claim(ip, holder, range_id, may_take=may_take, **kwargs)  # type: ignore[arg-type]
+
+    def _refuse_if_answering(self, ip: IP, holder: Holder, range_id: str, may_take: Callable[[Lease], bool]) -> None:
+        """An address asked for by name is probed on the LAN first (where the store would
+        grant it; otherwise the claim says why not): if something answers, the request
+        is refused naming its MAC, and a free address is recorded as a conflict."""
+        lan = self.allocator.lan
+        stored = self.state.lease(ip)
+        if lan is None or (stored is not None and not may_take(stored.lease)):
+            return
+        mac = lan.answering(ip)
+        if mac is None:
+            return
+        if self.allocator.record_conflict(ip, Holder.stranger(holder.subnet, self.host, mac), range_id):
+            why = "; recorded as a conflict, it is handed out once it is silent (or after 'shrike release --ip')"
+        else:  # reserved or parked: it stays so
+            why = f", though it is {stored.lease.describe()}" if stored else ""
+        raise Conflict(f"{ip} is in use on the LAN: {mac} answers for it{why}")
 
     def release_address(self, ip: str, pool: Pool | None = None, *, keep: bool = False) -> Lease | None:
         """Docker's ReleaseAddress: free a container address (a named reservation stays
@@ -296,7 +336,11 @@ class Ipam:
             return True
 
         if lease.kind == KIND_CONTAINER:
-            return self.allocator.release(ip, keep=keep, accept=ours)
+            released = self.allocator.release(ip, keep=keep, accept=ours)
+            vacated = lease.state == STATE_HELD and released is not None and released.state != STATE_HELD
+            if keep and vacated and self.allocator.lan is not None:
+                self.allocator.lan.vacated(lease.ip)  # dockerd removed the container's interface first
+            return released
         if lease.kind in SHARED_KINDS and ours(lease):
             return self._update_shared(lease.ip, pool, -1)
         return lease
@@ -318,6 +362,12 @@ class Ipam:
             raise NotFound(f"no container holds {ip}")
         if current.kind in SHARED_KINDS:
             return self._update_shared(ip, None, 0)
+        if current.kind == KIND_CONFLICT:  # whatever answered for it has gone, says the operator
+            stored = self.state.lease(ip)
+            freed = self.allocator.settle_conflict(current, stored.revision, None) if stored else None
+            if freed is None:
+                raise Conflict(f"{ip} changed while it was being released: try again")
+            return freed
         if current.kind != KIND_CONTAINER:
             hint = " (use --host)" if current.kind == KIND_HOST else ""
             raise InvalidInput(f"{ip} is a {current.kind} address, not a container's{hint}")
@@ -345,6 +395,21 @@ class Ipam:
         None, so a reconcile racing a new allocation never frees a live address."""
         return self.allocator.release(ip, expected_revision=revision)
 
+    # -------------------------------------------------------- the LAN's strangers
+    def mark_conflict(self, ip: IP, mac: str) -> Lease | None:
+        """Record that ``mac`` answers on the LAN for ``ip``, an address of a container
+        range that nobody holds (``shrike scan --mark``); None when it is not free."""
+        subnet, range_id = self._container_range(ip)
+        return self.allocator.record_conflict(ip, Holder.stranger(subnet, self.host, mac), range_id)
+
+    def conflicts(self) -> list[tuple[Lease, int]]:
+        """The conflicts recorded, with their store revisions (for :meth:`settle_conflict`)."""
+        return [(lease, revision) for lease, revision in self.lease_entries() if lease.kind == KIND_CONFLICT]
+
+    def settle_conflict(self, conflict: Lease, revision: int, mac: str | None) -> Lease | None:
+        """A conflict probed again: still answering from ``mac``, or silent (None) and free."""
+        return self.allocator.settle_conflict(conflict, revision, mac)
+
     def set_owner(self, lease: Lease, revision: int, owner: dict[str, str]) -> Lease | None:
         """Record who holds ``lease`` (container id, name, network), read at store
         ``revision``: if the lease was written since (released, taken again), nothing is
@@ -363,7 +428,7 @@ class Ipam:
         """Reserve a container address for ``name`` (idempotent): it is never handed to a
         dynamic request, and survives its container's stops. A name holds one address of
         each family: ``version`` (4 or 6) says which, else the family of ``ip`` or
-        ``subnet``, else IPv4 where there is an IPv4 LAN."""
+        ``subnet``, else IP where there is an IP LAN."""
         if not name or "/" in name:
             raise InvalidInput(f"'{name}' is not a usable reservation name")
         address = _address(ip, "--ip") if ip else None
@@ -387,7 +452,7 @@ class Ipam:
                 continue  # someone reserved the same name meanwhile: answer with theirs
 
     def _default_family(self) -> int:
-        """The family of a reservation that names none: IPv4, unless only IPv6 LANs have
+        """The family of a reservation that names none: IP, unless only IPv6 LANs have
         container ranges."""
         config = self.config()
         return 6 if config.ip_ranges and all(r.version == 6 for r in config.ip_ranges) else 4
@@ -471,11 +536,14 @@ class Ipam:
         MAC ``mac``, or for ``kind`` host, this host's own) may be recorded as such over its
         lease ``old``: when there is none, it is released or reserved (a container started
         with --ip takes up a reservation), it names no host (imported from the original),
-        or it is this host's already."""
+        or it is this host's already; or it is a conflict found answering from that very
+        MAC (the container was probed, its address not recorded)."""
         if old is None:
             return True
         if kind == KIND_HOST:
             return old.kind == KIND_HOST and old.host in ("", self.host)
+        if old.kind == KIND_CONFLICT:
+            return bool(mac) and old.mac == mac
         return old.kind == KIND_CONTAINER and (
             old.state != STATE_HELD or not old.host or old.is_container_of(self.host, mac)
         )
@@ -486,19 +554,23 @@ class Ipam:
         container or host (:meth:`adoptable`), :class:`InvalidInput` when it lies in no
         container range."""
         address = _address(ip, "address")
-
-        def locate(config: Config) -> tuple[Subnet, str]:
-            declared = config.container_range_of(int(address))
-            if declared is None:
-                raise InvalidInput(f"{ip} is outside every container range")
-            return config.lan_of(declared), declared.id
-
-        subnet, range_id = self._with_config(locate)
+        subnet, range_id = self._container_range(address)
         mac = validate_mac(mac) if mac else ""
         holder = Holder(KIND_CONTAINER, STATE_HELD, subnet, self.host, mac=mac, owner=dict(owner or {}))
         return self.allocator.claim(
             address, holder, range_id, may_take=lambda old: self.adoptable(old, KIND_CONTAINER, mac)
         )
+
+    def _container_range(self, ip: IP) -> tuple[Subnet, str]:
+        """The LAN and the id of the container range holding ``ip``."""
+
+        def locate(config: Config) -> tuple[Subnet, str]:
+            declared = config.container_range_of(int(ip))
+            if declared is None:
+                raise InvalidInput(f"{ip} is outside every container range")
+            return config.lan_of(declared), declared.id
+
+        return self._with_config(locate)
 
     def release_host(self, ip: str) -> Lease:
         """The operator's ``release --host``: forget a host's address."""

@@ -36,6 +36,13 @@ KIND_AUX = "aux"
 _LEGACY_AUX = "reserved"
 #: Kinds whose record is shared by every host whose Docker network names the address.
 SHARED_KINDS = (KIND_GATEWAY, KIND_AUX)
+#: An address of a container range that something shrike does not know answers for on
+#: the LAN (an ARP probe found it): nobody is handed it until it is silent again. Its
+#: lease records the MAC that answered, when that was first found (``since``) and when
+#: it last answered (``owner["seen"]``).
+KIND_CONFLICT = "conflict"
+#: The key of ``Lease.owner`` saying when a conflict's address last answered.
+SEEN = "seen"
 
 STATE_HELD = "held"
 STATE_RELEASED = "released"
@@ -413,6 +420,12 @@ class Config:
         there) the subnet it was typed in."""
         return self.lan_subnet_of(declared.start) or declared.subnet
 
+    def lan_of_address(self, ip: int) -> Subnet | None:
+        """The LAN an address belongs to: its container range's, else the declared LAN
+        holding it (None: neither)."""
+        declared = self.container_range_of(ip)
+        return self.lan_of(declared) if declared else self.lan_subnet_of(ip)
+
     def gateway_of(self, subnet: Subnet) -> IP | None:
         return self.lans.get(subnet)
 
@@ -423,6 +436,14 @@ class Config:
 def now_iso() -> str:
     """UTC wall-clock time, second precision, for lease records people read."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime | None:
+    """A time :func:`now_iso` wrote, as an aware datetime; None if it is not one."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))  # Python 3.10 reads no "Z"
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -489,6 +510,8 @@ class Lease:
 
     def describe(self) -> str:
         """A short phrase for messages: ``container held by web1``."""
+        if self.kind == KIND_CONFLICT:
+            return f"conflict: {self.mac} answered for it on the LAN, last at {self.owner.get(SEEN) or self.since}"
         who = self.holder or self.host
         return f"{self.kind} {self.state}" + (f" by {who}" if who else "")
 
@@ -525,6 +548,11 @@ class Holder:
     mac: str = ""
     name: str = ""
     owner: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def stranger(cls, subnet: Subnet, host: str, mac: str) -> Holder:
+        """A device shrike does not know, which ``host`` found answering with ``mac`` just now."""
+        return cls(KIND_CONFLICT, STATE_HELD, subnet, host, mac=mac, owner={SEEN: now_iso()})
 
     def lease(self, ip: IP, range_id: str = "") -> Lease:
         """The lease this holder gets for ``ip`` (of the container range ``range_id``), now."""

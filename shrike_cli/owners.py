@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,11 +161,20 @@ class OwnerTracker(BackgroundTask):
     every (re)connection, for the events missed while disconnected.
     """
 
-    def __init__(self, ipam: Ipam, *, connect: DockerConnect = docker_client, backoff: tuple[float, float] = BACKOFF):
+    def __init__(
+        self,
+        ipam: Ipam,
+        *,
+        connect: DockerConnect = docker_client,
+        backoff: tuple[float, float] = BACKOFF,
+        listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ):
         super().__init__()
         self.ipam = ipam
         self.connect = connect
         self.backoff = backoff
+        #: told every event as it comes (they must return at once, and never raise)
+        self.listeners = tuple(listeners)
         self._dirty = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: Any = None  # the SDK's CancellableStream while connected
@@ -230,6 +239,8 @@ class OwnerTracker(BackgroundTask):
             self._dirty.set()
             for event in stream:  # ends when dockerd goes away or stop() closes the stream
                 self._note(event)
+                for listener in self.listeners:
+                    listener(event)
                 self._dirty.set()
         finally:
             with self._stream_lock:

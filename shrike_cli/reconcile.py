@@ -43,7 +43,7 @@ from .background import BackgroundTask
 from .docker_api import DockerConnect, docker_client
 from .errors import InvalidInput
 from .ipam import Ipam
-from .model import IP, KIND_CONTAINER, STATE_HELD, STATE_PARKED, Lease
+from .model import IP, KIND_CONTAINER, STATE_HELD, STATE_PARKED, Lease, parse_time
 from .owners import Endpoint, containers, endpoints, host_container_leases
 from .plugin import PLUGIN_DIR
 from .plugin_names import in_use, networks_by_driver
@@ -89,11 +89,8 @@ def format_duration(seconds: float) -> str:
 
 def lease_age(lease: Lease, now: datetime) -> float | None:
     """Seconds since the lease was taken (its ``since``, to the second); None if unknown."""
-    try:
-        since = datetime.fromisoformat(lease.since.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (now - since).total_seconds()
+    since = parse_time(lease.since)
+    return None if since is None else (now - since).total_seconds()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ The invariants, kept by :meth:`Change.write`, the one place that writes a lease:
 4. ``macs/<mac>`` (``macs/<mac>/6``) points at the address of that family a MAC last held; it
    goes when that lease passes to another MAC, so the index never outgrows the leases. A
    container address outside every range (derived from its MAC: EUI-64) has no entry: the
-   MAC finds it without one, and its lease goes when it is released (:meth:`Change.delete`);
+   MAC finds it without one, and its lease goes when it is released (:meth:`Change.delete`).
+   The MAC of a ``conflict`` (a stranger's, found answering on the LAN) is never indexed:
+   it holds nothing shrike gave;
 5. a cursor only moves forward: a stale copy costs one failed compare, never a wrong answer.
 
 A record that does not have the shape shrike writes (edited by hand) is reported as
@@ -69,6 +71,7 @@ from .errors import Conflict, Damaged, InvalidInput, ShrikeError
 from .model import (
     IP,
     KIND_AUX,
+    KIND_CONFLICT,
     KIND_CONTAINER,
     KIND_GATEWAY,
     KIND_HOST,
@@ -132,6 +135,11 @@ def _parked_prefix(host: str | None) -> str:
 
 def _parked_key(lease: Lease) -> str:
     return f"{_parked_prefix(lease.host)}{lease.ip}"
+
+
+def _indexed_mac(lease: Lease) -> str:
+    """The MAC whose index entry points at ``lease`` (invariant 4)."""
+    return "" if lease.kind == KIND_CONFLICT else lease.mac
 
 
 def _cursor_key(window: Window) -> str:
@@ -352,7 +360,7 @@ class Change:
             self._write(lease, "", "", "")
         else:
             waiting = previous.free_key or (_parked_key(previous) if previous.state == STATE_PARKED else "")
-            self._write(lease, previous.mac, waiting, previous.name)
+            self._write(lease, _indexed_mac(previous), waiting, previous.name)
 
     def take(self, waiting: Waiting, lease: Lease) -> None:
         """Hand out the waiting address ``waiting`` as ``lease``, if it still waits."""
@@ -370,12 +378,13 @@ class Change:
                 self.ops.append(Put(waiting, {"ip": lease.ip, "mac": lease.mac}))
         elif waiting:  # parked: its entry says for whom, which may have changed (a rename)
             self.ops.append(Put(waiting, _parked_value(lease)))
-        if previous_mac and previous_mac != lease.mac:
+        mac = _indexed_mac(lease)
+        if previous_mac and previous_mac != mac:
             self.ops.append(Delete(_mac_key(previous_mac, version)))
         # A released address keeps its MAC's entry as it is; one outside every range
         # (derived from its MAC) has none.
-        if lease.mac and lease.range and not lease.free_key:
-            self.ops.append(Put(_mac_key(lease.mac, version), {"ip": lease.ip}))
+        if mac and lease.range and not lease.free_key:
+            self.ops.append(Put(_mac_key(mac, version), {"ip": lease.ip}))
         if previous_name and previous_name != lease.name:
             self.ops.append(Delete(_name_key(previous_name, version)))
         if lease.name and lease.name != previous_name:
@@ -398,6 +407,12 @@ def released(lease: Lease) -> Lease:
     before it. Its name and owner go; its MAC stays, so that MAC can get it back."""
     free_key = f"{_free_prefix(lease.range)}{time.time_ns():020d}-{lease.ip}"
     return replace(lease, state=STATE_RELEASED, since=now_iso(), free_key=free_key, name="", owner={})
+
+
+def freed(conflict: Lease) -> Lease:
+    """A ``conflict`` whose address went silent: a released container address again, on
+    its range's free list, behind every address released before it."""
+    return released(replace(conflict, kind=KIND_CONTAINER, mac=""))
 
 
 def parked(lease: Lease) -> Lease:
@@ -726,6 +741,7 @@ _STATES = {
     KIND_HOST: (STATE_HELD,),
     KIND_GATEWAY: (STATE_HELD,),
     KIND_AUX: (STATE_HELD,),
+    KIND_CONFLICT: (STATE_HELD,),
 }
 
 
@@ -880,8 +896,9 @@ class _Checker:
         if not lease.subnet.contains(address):
             return f"lies outside its subnet {lease.subnet}"
         declared = config.container_range_of(address)
-        if lease.kind == KIND_CONTAINER:
-            if declared is None and not lease.range and self.derivable(lease):
+        # A conflict is a container address found answering on the LAN: where containers' are.
+        if lease.kind in (KIND_CONTAINER, KIND_CONFLICT):
+            if declared is None and not lease.range and lease.kind == KIND_CONTAINER and self.derivable(lease):
                 return ""  # an address its MAC derives (EUI-64): a container's outside the ranges
             if declared is None:
                 return "lies outside every declared container range"
@@ -1062,7 +1079,7 @@ class _Checker:
                 continue
             mac, version = _indexed(entry.key, MACS)
             lease = self.leases.get(ip, (None, 0))[0]
-            if lease is None or lease.mac != mac or ip.version != version:
+            if lease is None or _indexed_mac(lease) != mac or ip.version != version:
                 what = "no lease" if lease is None else f"its lease names the MAC {lease.mac or 'none'}"
                 if lease is not None and lease.mac == mac:
                     what = f"the entry is for IPv{version} addresses"

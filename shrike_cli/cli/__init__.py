@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from . import check, doctor, events, leases, migrate, network, ranges, reconcile, server  # noqa: F401  (each registers its commands on app)
+from . import (  # noqa: F401  (each registers its commands on app)
+    check,
+    doctor,
+    events,
+    leases,
+    migrate,
+    network,
+    ranges,
+    reconcile,
+    scan,
+    server,
+)
 from .app import app
 
 

@@ -23,7 +23,7 @@ log = logging.getLogger("shrike")
 #: --help lists commands in the order an operator uses them, not alphabetically.
 COMMAND_ORDER = (
     "host-range", "ip-range", "server", "create-network", "leases", "release", "reserve", "reconcile", "check",
-    "events", "doctor", "adopt", "export", "import",
+    "scan", "events", "doctor", "adopt", "export", "import",
 )  # fmt: skip
 
 

@@ -42,8 +42,8 @@ def doctor(
 ) -> None:
     """Check this host: the store and its declarations, the plugin answering on its socket,
     Docker, the networks that use the plugin (however they were made), that the plugin
-    starts before dockerd, the bridge and routes of a network create-network made, and
-    this host's lease.
+    starts before dockerd, the bridge and routes of a network create-network made, that
+    the plugin probes the LANs this host is on, and this host's lease.
 
     Each problem is said in plain words with what to run. Exits 1 if a check fails,
     0 otherwise (warnings included). Changes nothing.

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..model import KIND_AUX, KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, Lease
+from ..lanprobe.prober import Prober
+from ..model import KIND_AUX, KIND_CONFLICT, KIND_CONTAINER, KIND_GATEWAY, KIND_HOST, Lease
 from . import complete, output
 from .app import app
 from .output import Format, OutputOption
@@ -54,6 +55,7 @@ class Kind(str, Enum):
     host = KIND_HOST
     gateway = KIND_GATEWAY
     aux = KIND_AUX
+    conflict = KIND_CONFLICT
 
 
 def lease_row(lease: Lease) -> dict[str, object]:
@@ -193,11 +195,14 @@ def reserve(
     Use it with docker run: --ip "$(shrike reserve web1)" --ip6 "$(shrike reserve web1 --family 6)".
     The address is never given to another container, also while web1 is stopped. NAME holds
     one address of each family: IPv4 unless --family (or --ip, --subnet) says otherwise;
-    --family both prints both, the IPv4 one first.
+    --family both prints both, the IPv4 one first. A new reservation's IPv4 address is
+    probed on the LAN first (as root, on a host with an interface there): one that
+    something answers for is not reserved.
     """
     if family is Family.both and (ip or subnet):
         output.usage_error("--family both goes without --ip and --subnet")
     ipam = globals_of(ctx).ipam()
+    ipam.probe_with(Prober(lambda: ipam.config(fresh=False)))
     versions: tuple[int | None, ...] = family.versions if family else (None,)
     leases = [ipam.reserve(name, ip=ip, subnet=subnet, version=version) for version in versions]
     if fmt is Format.json:

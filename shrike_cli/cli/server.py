@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..ipam import Ipam
+from ..lanprobe.announce import Announcer
+from ..lanprobe.links import Routes
+from ..lanprobe.prober import CONFLICT_RECHECK, PROBE_COUNT, PROBE_TIMEOUT, ProbeAhead, Prober
 from ..monitoring import DEFAULT_REFRESH, MetricsAddress, MetricsServer, parse_metrics_address
 from ..owners import OwnerTracker
 from ..plugin import PLUGIN_DIR, Driver, PluginServer, socket_path
@@ -75,6 +79,50 @@ def server(
             f" [default: {DEFAULT_REFRESH:g}s].",
         ),
     ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            envvar="SHRIKE_PROBE",
+            show_envvar=True,
+            help="Before a container is handed an address, ARP-probe it on this host's interface on the LAN"
+            " (where there is one): an address something else answers for is recorded as a conflict and not"
+            " handed out. Likely next addresses are probed ahead, in the background.",
+        ),
+    ] = True,
+    probe_count: Annotated[
+        int, typer.Option("--probe-count", min=1, max=10, metavar="N", help="ARP probes per address.")
+    ] = PROBE_COUNT,
+    probe_timeout: Annotated[
+        float,
+        typer.Option(
+            "--probe-timeout",
+            min=0.01,
+            max=10.0,
+            metavar="SECONDS",
+            help="Seconds the probes of one address are spread over: how long a request waits for an address"
+            " that was not probed ahead (--ip).",
+        ),
+    ] = PROBE_TIMEOUT,
+    conflict_recheck: Annotated[
+        float,
+        typer.Option(
+            "--conflict-recheck",
+            parser=parse_duration_option,
+            metavar="DURATION",
+            help="Probe a conflict again this long (30s, 10m, 1h) after it last answered; silent, it is free again.",
+        ),
+    ] = f"{int(CONFLICT_RECHECK) // 60}m",  # type: ignore[assignment]  # parsed by the option's parser
+    announce: Annotated[
+        bool,
+        typer.Option(
+            "--announce/--no-announce",
+            envvar="SHRIKE_ANNOUNCE",
+            show_envvar=True,
+            help="When a container starts with an address of this host's, announce it (gratuitous ARP) from"
+            " inside the container, so that neighbours learn its new MAC at once. Needs --follow-docker.",
+        ),
+    ] = True,
 ) -> None:
     """Run the Docker IPAM plugin on PLUGIN_DIR/PLUGIN_NAME.sock until SIGTERM or SIGINT.
 
@@ -88,7 +136,17 @@ def server(
     with contextlib.ExitStack() as helpers:
         if metrics_address:
             helpers.enter_context(MetricsServer(ipam, metrics_address, refresh=metrics_refresh or DEFAULT_REFRESH))
-        tracker = helpers.enter_context(OwnerTracker(ipam)) if follow_docker else None
+        listeners = []
+        if follow_docker and announce:
+            announcer = Announcer(ipam)
+            helpers.enter_context(announcer)
+            listeners.append(announcer.heard)
+        tracker = helpers.enter_context(OwnerTracker(ipam, listeners=listeners)) if follow_docker else None
+        if probe:
+            routes = Routes(logging.INFO)  # where each LAN is probed, in the log
+            prober = Prober(lambda: ipam.config(fresh=False), count=probe_count, timeout=probe_timeout, routes=routes)
+            ipam.probe_with(prober)
+            helpers.enter_context(ProbeAhead(ipam, prober, recheck=conflict_recheck))
         if reconcile_every:
             helpers.enter_context(
                 PeriodicReconcile(ipam, reconcile_every, plugin_name=plugin_name, plugin_dir=plugin_dir)

@@ -96,6 +96,6 @@ def configure_logging(debug: bool, log_format: LogFormat = LogFormat.text) -> No
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     set_log_format(log_format)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
-    # Their debug lines (every HTTP call to dockerd) would drown ours.
-    for noisy in ("urllib3", "docker"):
+    # Their debug lines (every HTTP call to dockerd, every netlink message) would drown ours.
+    for noisy in ("urllib3", "docker", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.INFO)
