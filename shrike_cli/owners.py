@@ -45,8 +45,10 @@ STARTING = 30.0
 #: After an event, wait this long for the rest of a burst (``docker compose up``, a
 #: dockerd restarting its containers) so that one sweep serves it.
 SETTLE = 0.2
-#: First and longest wait before connecting to dockerd again, or retrying a sweep.
-BACKOFF = (1.0, 60.0)
+#: First and longest wait before connecting to dockerd again, or retrying a sweep. Short:
+#: dockerd is local, a try costs nothing, and while it is not followed a container
+#: restarting by its policy (right after a dockerd that started late) loses its address.
+BACKOFF = (1.0, 10.0)
 
 
 @dataclass(frozen=True)
