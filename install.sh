@@ -11,7 +11,7 @@ PYTHON=/usr/bin/python3           # the distribution's Python, whatever else is 
 PROGRAMS="shrike oam-docker-ipam"
 PACKAGES="python3 python3-venv"
 # What the test suite needs (the README's test line); debootstrap for tests/test_install.py.
-TEST_PACKAGES="docker.io apparmor etcd-server busybox-static iproute2 openssl zsh fish systemd debootstrap"
+TEST_PACKAGES="docker.io apparmor etcd-server busybox-static iproute2 openssl zsh fish systemd debootstrap strace"
 
 usage() {
     cat <<EOF

@@ -1,11 +1,19 @@
 """The embedded store: one SQLite file shared by every shrike process on the host.
 
-WAL mode lets readers run while one writer commits. ``synchronous=FULL`` syncs the WAL
-to disk at every commit, so a grant the plugin has answered survives a power cut (with
-``NORMAL`` the last commits could be lost, and their addresses handed out again after the
-reboot). Every :meth:`txn` is one ``BEGIN IMMEDIATE`` transaction: it takes the write
-lock up front, so the compares and the writes see the same state and concurrent writers
-queue on the busy timeout instead of failing half way.
+WAL mode lets readers run while one writer commits. Every :meth:`txn` is one ``BEGIN
+IMMEDIATE`` transaction: it takes the write lock up front, so the compares and the writes
+see the same state and concurrent writers queue on the busy timeout instead of failing
+half way.
+
+A :meth:`txn` that wrote returns only once its commit is on disk, so a grant the plugin
+has answered survives a power cut (without the sync, the last commits could be lost and
+their addresses handed out again after the reboot). The sync is an ``fsync`` of the WAL
+file after the commit, outside the write lock (``synchronous=NORMAL`` leaves it to us):
+``synchronous=FULL`` would sync inside the lock, one writer after the other, while here
+the threads that committed meanwhile share one sync and the next writer need not wait
+for it. The WAL is written in order, so a sync covers every commit before it, those of
+other processes included: anyone who acts on a commit it read syncs its own commit, and
+with it that one. Checkpoints sync the WAL and the file as ``NORMAL`` does.
 
 Only a missing file makes a new store, and the new file appears complete or not at all
 (built under a temporary name, then linked into place), mode 0600 like its ``-wal`` and
@@ -133,6 +141,15 @@ def prefix_successor(prefix: str) -> str | None:
     return None
 
 
+def _sync_directory(path: Path) -> None:
+    """Make the names in the folder ``path`` durable (a new file's, after its ``fsync``)."""
+    directory = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class EmbeddedStore(Store):
     """A :class:`Store` in a local SQLite file, safe for many processes and threads."""
 
@@ -144,6 +161,10 @@ class EmbeddedStore(Store):
         self.location = str(self.path)
         self._timeout = timeout
         self._lock = threading.Lock()
+        #: write transactions committed by this process, and how many of them are synced
+        self._committed = self._synced = 0
+        self._sync_lock = threading.Lock()
+        self._wal_named = False  # whether the WAL file's name is synced in its folder
         self._conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -169,7 +190,7 @@ class EmbeddedStore(Store):
             if conn.execute(_HAS_TABLES, _TABLES).fetchone()[0] != len(_TABLES):
                 raise self._not_a_store(f"it is an SQLite database without shrike's tables ({', '.join(_TABLES)})")
             self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # txn() syncs (see the module docstring)
             if conn.execute(_COUNT_TABLES).fetchone()[0] < _SCHEMA_TABLES:
                 # A store made by an earlier shrike: add the tables it lacks (the change record).
                 conn.execute("BEGIN IMMEDIATE")
@@ -207,11 +228,7 @@ class EmbeddedStore(Store):
         finally:
             os.unlink(temporary)
         # The new name must survive a power cut like the commits made under it.
-        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _sync_directory(self.path.parent)
 
     def _not_a_store(self, what: str) -> StoreError:
         return StoreError(
@@ -283,7 +300,33 @@ class EmbeddedStore(Store):
         # Encode before taking the write lock, keeping the locked section short; a value of
         # None marks a delete.
         writes = [(op.key, encode(op.value) if isinstance(op, Put) else None) for op in ops]
-        return self._transaction(lambda conn: self._apply(conn, compares, writes, reads))
+        result = self._transaction(lambda conn: self._apply(conn, compares, writes, reads))
+        if result.succeeded and writes:
+            self._sync(self._committed)  # at least this commit's number
+        return result
+
+    def _sync(self, commit: int) -> None:
+        """Make this process's commits up to number ``commit`` durable: one ``fsync`` of
+        the WAL for every thread waiting here, or none if another thread's covered it."""
+        with self._sync_lock:
+            if self._synced >= commit:
+                return
+            upto = self._committed  # every commit counted so far is in the WAL file
+            try:
+                try:
+                    fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+                except FileNotFoundError:  # checkpointed into the store file, and synced, as it closed
+                    fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if not self._wal_named:
+                    _sync_directory(self.path.parent)
+                    self._wal_named = True
+            except OSError as exc:
+                raise self._error(exc) from None
+            self._synced = upto
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """Run ``body`` in one transaction: a write transaction (the write lock taken up
@@ -295,6 +338,8 @@ class EmbeddedStore(Store):
                 try:
                     result = body(conn)
                     conn.execute("COMMIT")
+                    if write:
+                        self._committed += 1
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
