@@ -12,7 +12,7 @@ addresses are looked at, on the networks of this dockerd whose IPAM driver is th
   as this host's address.
 
 An address the store gives to another container or host is a conflict: reported, never
-overwritten (:meth:`Ipam.adoptable` says what may be taken). Every write is a
+overwritten (:meth:`.Hosts.adoptable` says what may be taken). Every write is a
 compare-and-swap on the lease as read, so a plugin allocating meanwhile loses nothing.
 """
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TypeVar
 
 from .allocator import Allocator, LanCheck, Returning
 from .errors import Conflict, InvalidInput, NotFound
+from .hosts import Hosts
 from .model import (
     IP,
     KIND_CONFLICT,
@@ -41,25 +40,16 @@ from .model import (
     Subnet,
     Window,
     eui64,
-    parse_address,
+    parse_ip,
     validate_mac,
 )
 from .pools import Pool, Pools
-from .ranges import Declared, declare_host_range, declare_ip_range
+from .ranges import Declarations, Declared, declare_host_range, declare_ip_range
+from .shared import SharedAddresses
 from .state import Change, Parked, PreconditionFailed, State, StoredLease
 from .stores.base import Store
 
-T = TypeVar("T")
-
 log = logging.getLogger("shrike.ipam")
-
-#: How long a long-running caller (the plugin) trusts its copy of the declarations.
-CONFIG_TTL = 2.0
-
-
-def _address(text: str, what: str) -> IP:
-    """A plain address typed by someone (no prefix length)."""
-    return IP(parse_address(text, what, prefix="forbidden")[0])
 
 
 def _pool(pool: Pool | str, sub_pool: str | None = None) -> Pool:
@@ -75,32 +65,19 @@ def _parked_as(lease: Lease, entry: Parked) -> bool:
     return lease.state == STATE_PARKED and lease.owner.get("container_id", "") == entry.container_id
 
 
-def _counted(refs: dict[str, dict[str, int]], host: str, pool: Pool | None, delta: int) -> dict[str, dict[str, int]]:
-    """``refs`` of a shared record once ``host`` uses it once more (``delta`` +1) or once
-    less (-1) in ``pool``, or no more (0) in ``pool`` (None: nobody, anywhere). A release
-    whose pool has no count takes one from a count of unknown pool (records written
-    before 0.2), or, naming no pool, from any of the host's."""
-    if pool is None and delta == 0:
-        return {}
-    mine = refs.setdefault(host, {})
-    name = pool.name if pool is not None else ""
-    if delta < 0 and name not in mine:
-        name = "" if "" in mine else (min(mine, default="") if pool is None else name)
-    count = mine.get(name, 0) + delta if delta else 0
-    if count > 0:
-        mine[name] = count
-    else:
-        mine.pop(name, None)
-    return {h: pools for h, pools in refs.items() if pools}
-
-
 class Ipam:
     """Address management over one store, acting for one host (``host``).
 
     ``max_wait`` bounds how long one call may spend retrying compare-and-swap
     conflicts before it fails (the store is overloaded). ``lan``, when given, is asked
     whether an address is in use on the LAN before a container is handed it
-    (:meth:`probe_with`)."""
+    (:meth:`probe_with`).
+
+    Containers' addresses are requested, reserved, parked and released here; the rules
+    behind the other calls have their own modules: the choice of an address
+    :mod:`.allocator`, the declarations :mod:`.ranges`, pool ids and counts :mod:`.pools`,
+    networks' gateway and aux addresses :mod:`.shared`, this host's own addresses and
+    adoption :mod:`.hosts`."""
 
     def __init__(
         self, store: Store, *, host: str | None = None, max_wait: float = 30.0, lan: LanCheck | None = None
@@ -111,44 +88,32 @@ class Ipam:
         self.state = State(store)
         self.allocator = Allocator(self.state, max_wait=max_wait, lan=lan)
         self.pools = Pools(store, self.host, max_wait=max_wait)
-        self._config: Config | None = None
-        self._config_read = 0.0
+        self.declarations = Declarations(self.state)
+        self.hosts = Hosts(self.state, self.allocator, self.declarations, self.host, max_wait=max_wait)
+        self.shared = SharedAddresses(self.state, self.declarations, self.hosts, self.host, max_wait=max_wait)
 
     def probe_with(self, lan: LanCheck | None) -> None:
         """Check the LAN with ``lan`` from now on (None: no more)."""
         self.allocator.lan = lan
 
-    # ------------------------------------------------------------ declarations
     def declare_host_range(self, ip_start: str, ip_end: str, gateway: str | None = None) -> Declared:
         """Declare the LAN subnet (from the prefix length), its gateway and host addresses."""
-        self._config = None
+        self.declarations.forget()
         return declare_host_range(self.state, ip_start, ip_end, gateway, max_wait=self.max_wait)
 
     def declare_ip_range(self, ip_start: str, ip_end: str) -> Declared:
         """Declare a range handed to containers."""
-        self._config = None
+        self.declarations.forget()
         return declare_ip_range(self.state, ip_start, ip_end, max_wait=self.max_wait)
 
     def config(self, *, fresh: bool = True) -> Config:
         """The declarations; ``fresh=False`` accepts a copy up to CONFIG_TTL seconds old."""
-        if fresh or self._config is None or time.monotonic() - self._config_read > CONFIG_TTL:
-            self._config = self.state.config()[0]
-            self._config_read = time.monotonic()
-        return self._config
+        return self.declarations.read(fresh=fresh)
 
-    def _with_config(self, action: Callable[[Config], T]) -> T:
-        """Run ``action`` on the cached declarations; if it finds something unknown,
-        the cache may predate a new declaration, so try once more on a fresh read."""
-        try:
-            return action(self.config(fresh=False))
-        except (NotFound, InvalidInput):
-            return action(self.config())
-
-    # --------------------------------------------------------------- containers
     def pool(self, pool_id: str) -> Pool:
         """The pool a Docker pool id names: shrike's, or one oam-docker-ipam gave the
         networks it created (:meth:`Pool.original`)."""
-        return self._with_config(lambda config: Pool.from_id(pool_id, config))
+        return self.declarations.apply(lambda config: Pool.from_id(pool_id, config))
 
     def windows(self, pool: Pool | str) -> list[Window]:
         """Where dynamic addresses of ``pool`` come from; errors when there is nowhere."""
@@ -168,7 +133,7 @@ class Ipam:
                 raise NotFound(f"no container range in {where}: declare one with 'shrike ip-range'", reason="no_range")
             return windows
 
-        return self._with_config(find)
+        return self.declarations.apply(find)
 
     def likely_next(self, count: int) -> list[IP]:
         """The addresses this host's next dynamic requests will most likely get (see
@@ -201,6 +166,21 @@ class Ipam:
             if near
             else f"{pool.subnet} is not a LAN shrike serves ({', '.join(map(str, sorted(lans)))})"
         )
+
+    def request_pool(self, pool: Pool) -> Pool:
+        """Docker's RequestPool: check ``pool`` (:meth:`check_pool`) and count one more
+        network of this host using it."""
+        self.check_pool(pool)
+        return self.pools.acquire(pool)
+
+    def release_pool(self, pool: Pool) -> Pool:
+        """Docker's ReleasePool: one network of this host less. With its last one, the
+        gateway and aux addresses it asked for in the pool go too: dockerd releases
+        them when it removes a network, but not when a ``network create`` fails."""
+        record = self.pools.release(pool)
+        if record.refs.get(self.host, 0) == 0:
+            self.shared.release_pool(pool)
+        return record
 
     def request_address(
         self,
@@ -237,7 +217,7 @@ class Ipam:
             if reserved is not None:
                 ip = reserved
         if ip is not None:
-            return self._claim_container(holder, _address(ip, "address"))
+            return self._claim_container(holder, parse_ip(ip, "address"))
         if pool.eui64 and holder.mac:
             return self._claim_container(holder, eui64(pool.subnet, holder.mac), derived=True)
         where = f"the network's sub-pool {pool.sub_pool} of {pool.subnet}" if pool.sub_pool else ""
@@ -290,7 +270,7 @@ class Ipam:
                 return True
             return False
 
-        range_id = self._with_config(locate)
+        range_id = self.declarations.apply(locate)
         self._refuse_if_answering(ip, holder, range_id, may_take)
         return self.allocator.claim(ip, holder, range_id, may_take=may_take, **kwargs)  # type: ignore[arg-type]
 
@@ -342,7 +322,7 @@ class Ipam:
                 self.allocator.lan.vacated(lease.ip)  # dockerd removed the container's interface first
             return released
         if lease.kind in SHARED_KINDS and ours(lease):
-            return self._update_shared(lease.ip, pool, -1)
+            return self.shared.release(lease.ip, pool)
         return lease
 
     def release_container(
@@ -356,12 +336,12 @@ class Ipam:
         lease names its container, or ``live(ip)`` (this host's dockerd, asked by the
         caller) names containers holding it. ``force`` releases it anyway, with a warning:
         two containers may then end up with one address."""
-        ip = _address(ip, "--ip")  # IPv6 as stored: canonical
+        ip = parse_ip(ip, "--ip")  # IPv6 as stored: canonical
         current = self.lease(ip)
         if current is None or current.state == STATE_RELEASED:
             raise NotFound(f"no container holds {ip}")
         if current.kind in SHARED_KINDS:
-            return self._update_shared(ip, None, 0)
+            return self.shared.release_everywhere(ip)
         if current.kind == KIND_CONFLICT:  # whatever answered for it has gone, says the operator
             stored = self.state.lease(ip)
             freed = self.allocator.settle_conflict(current, stored.revision, None) if stored else None
@@ -395,33 +375,6 @@ class Ipam:
         None, so a reconcile racing a new allocation never frees a live address."""
         return self.allocator.release(ip, expected_revision=revision)
 
-    # -------------------------------------------------------- the LAN's strangers
-    def mark_conflict(self, ip: IP, mac: str) -> Lease | None:
-        """Record that ``mac`` answers on the LAN for ``ip``, an address of a container
-        range that nobody holds (``shrike scan --mark``); None when it is not free."""
-        subnet, range_id = self._container_range(ip)
-        return self.allocator.record_conflict(ip, Holder.stranger(subnet, self.host, mac), range_id)
-
-    def conflicts(self) -> list[tuple[Lease, int]]:
-        """The conflicts recorded, with their store revisions (for :meth:`settle_conflict`)."""
-        return [(lease, revision) for lease, revision in self.lease_entries() if lease.kind == KIND_CONFLICT]
-
-    def settle_conflict(self, conflict: Lease, revision: int, mac: str | None) -> Lease | None:
-        """A conflict probed again: still answering from ``mac``, or silent (None) and free."""
-        return self.allocator.settle_conflict(conflict, revision, mac)
-
-    def set_owner(self, lease: Lease, revision: int, owner: dict[str, str]) -> Lease | None:
-        """Record who holds ``lease`` (container id, name, network), read at store
-        ``revision``: if the lease was written since (released, taken again), nothing is
-        written and the answer is None. One compare-and-swap, no retry: the caller's
-        view of the holder is as stale as the lease."""
-        new = replace(lease, owner=dict(owner))
-        change = Change()
-        change.expect_lease(lease.ip, revision)
-        change.write(new, previous=lease)
-        return new if self.state.commit(change).succeeded else None
-
-    # ---------------------------------------------------------- reservations
     def reserve(
         self, name: str, ip: str | None = None, subnet: Subnet | str | None = None, *, version: int | None = None
     ) -> Lease:
@@ -431,7 +384,7 @@ class Ipam:
         ``subnet``, else IP where there is an IP LAN."""
         if not name or "/" in name:
             raise InvalidInput(f"'{name}' is not a usable reservation name")
-        address = _address(ip, "--ip") if ip else None
+        address = parse_ip(ip, "--ip") if ip else None
         given = address or (_subnet(subnet, "--subnet") if subnet else None)
         version = version or (given.version if given is not None else self._default_family())
         while True:
@@ -507,88 +460,6 @@ class Ipam:
             raise NotFound(f"no reservation named {name}")
         return lease
 
-    # ------------------------------------------------------------------ hosts
-    def claim_host(self, ip: str, *, adopt: bool = False) -> Lease:
-        """Record ``ip`` (in a host range) as this host's address; idempotent. With
-        ``adopt``, also over a host lease naming no host (:meth:`adoptable`)."""
-        address = _address(ip, "--ip")
-
-        def locate(config: Config) -> Subnet:
-            if config.host_range_of(int(address)) is None:
-                raise InvalidInput(f"{ip} is not in any host range (declare one with 'shrike host-range')")
-            subnet = config.lan_subnet_of(int(address))
-            assert subnet is not None
-            return subnet
-
-        def may_take(old: Lease) -> bool:
-            if adopt and self.adoptable(old, KIND_HOST):
-                return True
-            if old.kind == KIND_HOST and old.host != self.host:
-                raise Conflict(f"{ip} is the address of host {old.host}")
-            return old.is_host_of(self.host)
-
-        holder = Holder(kind=KIND_HOST, state=STATE_HELD, subnet=self._with_config(locate), host=self.host)
-        return self.allocator.claim(address, holder, may_take=may_take)
-
-    # --------------------------------------------------------------- adoption
-    def adoptable(self, old: Lease | None, kind: str, mac: str = "") -> bool:
-        """Whether an address this host holds by dockerd's account (a container's with the
-        MAC ``mac``, or for ``kind`` host, this host's own) may be recorded as such over its
-        lease ``old``: when there is none, it is released or reserved (a container started
-        with --ip takes up a reservation), it names no host (imported from the original),
-        or it is this host's already; or it is a conflict found answering from that very
-        MAC (the container was probed, its address not recorded)."""
-        if old is None:
-            return True
-        if kind == KIND_HOST:
-            return old.kind == KIND_HOST and old.host in ("", self.host)
-        if old.kind == KIND_CONFLICT:
-            return bool(mac) and old.mac == mac
-        return old.kind == KIND_CONTAINER and (
-            old.state != STATE_HELD or not old.host or old.is_container_of(self.host, mac)
-        )
-
-    def adopt_container(self, ip: str, *, mac: str = "", owner: dict[str, str] | None = None) -> Lease:
-        """Record ``ip``, which a container of this host holds by dockerd's account, as held
-        by it (``mac``, ``owner``); :class:`Conflict` when the store gives it to another
-        container or host (:meth:`adoptable`), :class:`InvalidInput` when it lies in no
-        container range."""
-        address = _address(ip, "address")
-        subnet, range_id = self._container_range(address)
-        mac = validate_mac(mac) if mac else ""
-        holder = Holder(KIND_CONTAINER, STATE_HELD, subnet, self.host, mac=mac, owner=dict(owner or {}))
-        return self.allocator.claim(
-            address, holder, range_id, may_take=lambda old: self.adoptable(old, KIND_CONTAINER, mac)
-        )
-
-    def _container_range(self, ip: IP) -> tuple[Subnet, str]:
-        """The LAN and the id of the container range holding ``ip``."""
-
-        def locate(config: Config) -> tuple[Subnet, str]:
-            declared = config.container_range_of(int(ip))
-            if declared is None:
-                raise InvalidInput(f"{ip} is outside every container range")
-            return config.lan_of(declared), declared.id
-
-        return self._with_config(locate)
-
-    def release_host(self, ip: str) -> Lease:
-        """The operator's ``release --host``: forget a host's address."""
-        ip = _address(ip, "--host")  # IPv6 as stored: canonical
-
-        def decide(stored: StoredLease | None) -> tuple[Lease, Change]:
-            if stored is None:
-                raise NotFound(f"no host holds {ip}")
-            lease = stored.lease
-            if lease.kind != KIND_HOST:
-                raise InvalidInput(f"{ip} is a {lease.kind} address, not a host's")
-            change = Change()
-            change.delete(lease)
-            return lease, change
-
-        return self.state.update_lease(ip, decide, max_wait=self.max_wait)
-
-    # ------------------------------------------------ addresses parked for containers
     def parked(self) -> list[Parked]:
         """The addresses parked for this host's stopped containers."""
         return self.state.parked(self.host)
@@ -614,97 +485,56 @@ class Ipam:
 
         return self.state.update_lease(entry.ip, decide, max_wait=self.max_wait)
 
-    def own_addresses(self, subnet: Subnet | None = None) -> list[IP]:
-        """This host's own LAN addresses (recorded by ``create-network``), in ``subnet`` if given."""
-        return [
-            lease.ip
-            for lease in self.leases()
-            if lease.is_host_of(self.host) and (subnet is None or subnet.contains(int(lease.ip)))
-        ]
+    def set_owner(self, lease: Lease, revision: int, owner: dict[str, str]) -> Lease | None:
+        """Record who holds ``lease`` (container id, name, network), read at store
+        ``revision``: if the lease was written since (released, taken again), nothing is
+        written and the answer is None. One compare-and-swap, no retry: the caller's
+        view of the holder is as stale as the lease."""
+        new = replace(lease, owner=dict(owner))
+        change = Change()
+        change.expect_lease(lease.ip, revision)
+        change.write(new, previous=lease)
+        return new if self.state.commit(change).succeeded else None
 
-    # ------------------------------------------------------------------ pools
-    def request_pool(self, pool: Pool) -> Pool:
-        """Docker's RequestPool: check ``pool`` (:meth:`check_pool`) and count one more
-        network of this host using it."""
-        self.check_pool(pool)
-        return self.pools.acquire(pool)
+    def mark_conflict(self, ip: IP, mac: str) -> Lease | None:
+        """Record that ``mac`` answers on the LAN for ``ip``, an address of a container
+        range that nobody holds (``shrike scan --mark``); None when it is not free."""
+        subnet, range_id = self.declarations.container_range(ip)
+        return self.allocator.record_conflict(ip, Holder.stranger(subnet, self.host, mac), range_id)
 
-    def release_pool(self, pool: Pool) -> Pool:
-        """Docker's ReleasePool: one network of this host less. With its last one, the
-        gateway and aux addresses it asked for in the pool go too: dockerd releases
-        them when it removes a network, but not when a ``network create`` fails."""
-        record = self.pools.release(pool)
-        if record.refs.get(self.host, 0) == 0:
-            for lease in self.leases():
-                if lease.kind in SHARED_KINDS and pool.name in lease.refs.get(self.host, {}):
-                    self._update_shared(lease.ip, pool, 0)
-        return record
+    def conflicts(self) -> list[tuple[Lease, int]]:
+        """The conflicts recorded, with their store revisions (for :meth:`settle_conflict`)."""
+        return [(lease, revision) for lease, revision in self.lease_entries() if lease.kind == KIND_CONFLICT]
 
-    # ------------------------------------------------------- gateway and aux
+    def settle_conflict(self, conflict: Lease, revision: int, mac: str | None) -> Lease | None:
+        """A conflict probed again: still answering from ``mac``, or silent (None) and free."""
+        return self.allocator.settle_conflict(conflict, revision, mac)
+
     def request_gateway(self, pool: Pool | Subnet | str, ip: str, *, kind: str = KIND_GATEWAY) -> Lease | None:
-        """Record a Docker network's gateway (``kind=gateway``) or aux address
-        (``kind=aux``), never a container address. Such records are shared by every
-        network naming the address, counted per host and pool.
-
-        A gateway in a host range is a host's own LAN address (a bridge network's
-        gateway is the host's address on its bridge): free or this host's, it becomes
-        this host's host lease, as ``create-network`` records it; another host's is
-        refused. An aux address in a host range, or the LAN's gateway, is kept from
-        containers already: it is acknowledged and nothing is recorded (None)."""
+        """Docker's RequestAddress of a network's gateway (``kind=gateway``) or aux address
+        (``kind=aux``), never a container address: a record shared by every network naming
+        the address, this host's host lease, or nothing (None), as :mod:`.shared` says."""
         pool = pool if isinstance(pool, Pool) else Pool(_subnet(pool))
-        address = _address(ip, "address")
-        if not pool.subnet.covers(int(address), int(address)):
-            raise InvalidInput(f"{ip} is not a usable address of {pool.subnet}")
-        config = self.config()  # rare (network create), and a new host range must count
-        if config.container_range_of(int(address)):
-            raise InvalidInput(f"{ip} is a container address; a gateway or aux address must lie outside ip-range")
-        if config.host_range_of(int(address)):
-            return self.claim_host(address) if kind == KIND_GATEWAY else None
-        if kind != KIND_GATEWAY and config.is_lan_gateway(int(address)):
-            return None
-        return self._update_shared(
-            address, pool, +1, Holder(kind=kind, state=STATE_HELD, subnet=pool.subnet, host=self.host)
-        )
+        return self.shared.request(pool, ip, kind)
 
-    def _update_shared(self, ip: IP, pool: Pool | None, delta: int, holder: Holder | None = None) -> Lease | None:
-        """Count one more (``delta`` +1, ``holder`` describing a new record) or one less
-        (-1) use of a shared gateway/aux record by this host's networks in ``pool``; 0
-        drops this host's uses in ``pool`` (all hosts' uses when ``pool`` is None: the
-        operator's release). The record goes with its last use."""
+    def claim_host(self, ip: str, *, adopt: bool = False) -> Lease:
+        """Record ``ip`` (in a host range) as this host's address (:meth:`.Hosts.claim`)."""
+        return self.hosts.claim(ip, adopt=adopt)
 
-        def decide(stored: StoredLease | None) -> tuple[Lease | None, Change | None]:
-            old = stored.lease if stored else None
-            if old is not None and old.kind == KIND_HOST:
-                if old.host != self.host and delta > 0:
-                    raise Conflict(f"{ip} is the address of host {old.host}", reason="host_address")
-                return old, None
-            if old is not None and old.kind == KIND_CONTAINER:
-                if delta <= 0:
-                    return old, None
-                raise Conflict(f"{ip} is already in use ({old.describe()})", reason="in_use")
-            if old is None and delta <= 0:
-                return None, None
-            if old is None:
-                assert holder is not None
-                old_refs: dict[str, dict[str, int]] = {}
-                base = holder.lease(ip)
-            else:
-                old_refs = {host: dict(pools) for host, pools in old.refs.items()}
-                base = old
-            refs = _counted(old_refs, self.host, pool, delta)
-            new = replace(base, refs=refs)
-            if old == new:
-                return new, None
-            change = Change()
-            if new.users:
-                change.write(new, previous=old)
-            else:
-                change.delete(new)
-            return new, change
+    def release_host(self, ip: str) -> Lease:
+        """The operator's ``release --host``: forget a host's address (:meth:`.Hosts.release`)."""
+        return self.hosts.release(ip)
 
-        return self.state.update_lease(ip, decide, max_wait=self.max_wait)
+    def adoptable(self, old: Lease | None, kind: str, mac: str = "") -> bool:
+        """Whether adoption may record an address of ``kind`` over its lease ``old``
+        (:meth:`.Hosts.adoptable`)."""
+        return self.hosts.adoptable(old, kind, mac)
 
-    # ----------------------------------------------------------------- reads
+    def adopt_container(self, ip: str, *, mac: str = "", owner: dict[str, str] | None = None) -> Lease:
+        """Record ``ip`` as held by a container of this host, as dockerd says it is
+        (:meth:`.Hosts.adopt_container`)."""
+        return self.hosts.adopt_container(ip, mac=mac, owner=owner)
+
     def lease(self, ip: str) -> Lease | None:
         stored = self.state.lease(ip)
         return stored.lease if stored else None
@@ -720,3 +550,11 @@ class Ipam:
         if not include_released:
             entries = [(lease, rev) for lease, rev in entries if lease.state != STATE_RELEASED]
         return sorted(entries, key=lambda entry: int(entry[0].ip))
+
+    def own_addresses(self, subnet: Subnet | None = None) -> list[IP]:
+        """This host's own LAN addresses (recorded by ``create-network``), in ``subnet`` if given."""
+        return [
+            lease.ip
+            for lease in self.leases()
+            if lease.is_host_of(self.host) and (subnet is None or subnet.contains(int(lease.ip)))
+        ]

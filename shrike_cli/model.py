@@ -169,6 +169,11 @@ def parse_address(text: str, what: str, *, prefix: str = "required") -> tuple[in
     return ip, int(length)
 
 
+def parse_ip(text: str, what: str) -> IP:
+    """A plain address typed by someone (no prefix length); ``what`` names the option."""
+    return IP(parse_address(text, what, prefix="forbidden")[0])
+
+
 @dataclass(frozen=True, order=True)
 class Subnet:
     """A network of either family: ``network`` is the first address, ``prefixlen`` its

@@ -1,4 +1,5 @@
-"""Declaring LAN subnets, host ranges and container ranges (``host-range``, ``ip-range``).
+"""Declaring LAN subnets, host ranges and container ranges (``host-range``, ``ip-range``),
+and reading the declarations back (:class:`Declarations`).
 
 The whole declaration lives in one document (:meth:`State.config`); a change is validated
 against the document it read and written with a compare-and-swap on it, so two
@@ -7,12 +8,14 @@ concurrent declarations cannot both pass an overlap check they would fail togeth
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from .cas import ContentionTimeout
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 from .model import (
     IP,
     KIND_CONTAINER,
@@ -31,6 +34,11 @@ from .model import (
     parse_range,
 )
 from .state import State
+
+T = TypeVar("T")
+
+#: How long a long-running caller (the plugin) trusts its copy of the declarations.
+CONFIG_TTL = 2.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,47 @@ def declare_ip_range(state: State, ip_start: str, ip_end: str, *, max_wait: floa
 
     _update(state, change, max_wait)
     return outcome["d"]
+
+
+class Declarations:
+    """The declarations as one :class:`~shrike_cli.ipam.Ipam` reads them: afresh, or from
+    a copy up to CONFIG_TTL seconds old, so that a long-running caller (the plugin) does
+    not read the store for every request."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._config: Config | None = None
+        self._read_at = 0.0
+
+    def read(self, *, fresh: bool = True) -> Config:
+        """The declarations; ``fresh=False`` accepts a copy up to CONFIG_TTL seconds old."""
+        if fresh or self._config is None or time.monotonic() - self._read_at > CONFIG_TTL:
+            self._config = self.state.config()[0]
+            self._read_at = time.monotonic()
+        return self._config
+
+    def forget(self) -> None:
+        """Drop the copy: this caller has just changed the declarations."""
+        self._config = None
+
+    def apply(self, action: Callable[[Config], T]) -> T:
+        """Run ``action`` on the copy; if it finds something unknown, the copy may predate
+        a new declaration, so try once more on a fresh read."""
+        try:
+            return action(self.read(fresh=False))
+        except (NotFound, InvalidInput):
+            return action(self.read())
+
+    def container_range(self, ip: IP) -> tuple[Subnet, str]:
+        """The LAN and the id of the container range holding ``ip``."""
+
+        def locate(config: Config) -> tuple[Subnet, str]:
+            declared = config.container_range_of(int(ip))
+            if declared is None:
+                raise InvalidInput(f"{ip} is outside every container range")
+            return config.lan_of(declared), declared.id
+
+        return self.apply(locate)
 
 
 @dataclass(frozen=True)
