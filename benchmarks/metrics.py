@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import LAN, Row, fresh_ipam, percentile
 from benchmarks.plugin import CLIENTS, SOCKET_SUBNET, serving, socket_lan, socket_rate
-from benchmarks.run import LAN, Row, fresh_ipam, percentile
 from shrike_cli.plugin import Driver
 from shrike_cli.plugin.client import PluginClient
 from shrike_cli.ranges import usage_by_state

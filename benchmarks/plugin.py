@@ -35,7 +35,7 @@ from typing import Any
 
 from docker.models.networks import Network
 
-from benchmarks.run import Row, percentile
+from benchmarks.common import Row, percentile
 from shrike_cli.ipam import Ipam
 from shrike_cli.lanprobe.prober import AHEAD, PROBE_TIMEOUT
 from shrike_cli.plugin.client import PluginClient

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import Row
 from benchmarks.plugin import twin_networks
-from benchmarks.run import Row
 from shrike_cli.ipam import Ipam
 from shrike_cli.stores import DB_NAME, EmbeddedStore
 from tests.fixtures.dockerd import DockerDaemon, Tracker

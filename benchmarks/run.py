@@ -17,60 +17,27 @@ from __future__ import annotations
 import argparse
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyetcd  # noqa: E402
 
+from benchmarks.common import LAN, LAN6, Row, fresh_ipam, percentile, timed  # noqa: E402
+from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape  # noqa: E402
+from benchmarks.plugin import bench_docker_run, bench_probe, bench_socket  # noqa: E402
+from benchmarks.restarts import bench_restarts  # noqa: E402
 from shrike_cli.errors import Conflict  # noqa: E402
 from shrike_cli.ipam import Ipam  # noqa: E402
 from shrike_cli.stores import EmbeddedStore, EtcdStore, Put, Store  # noqa: E402
 from tests.fixtures.dockerd import term_as_interrupt  # noqa: E402
 from tests.fixtures.etcd import EtcdServer  # noqa: E402
-
-# Store contents only: nothing is configured on an interface, no packet is sent.
-LAN = "172.25.0.0/16"
-LAN6 = "2001:db8:1::/64"
-
-
-@dataclass
-class Row:
-    measure: str
-    store: str
-    value: str
-    target: str
-    ok: bool | None = None
-
-
-def percentile(samples: list[float], q: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[round(q) - 1]
-
-
-def timed(action: Callable[[], object], count: int) -> tuple[float, list[float]]:
-    """Run ``action`` ``count`` times: (operations per second, latencies in ms)."""
-    latencies = []
-    start = time.perf_counter()
-    for _ in range(count):
-        t0 = time.perf_counter()
-        action()
-        latencies.append((time.perf_counter() - t0) * 1000)
-    return count / (time.perf_counter() - start), latencies
-
-
-def fresh_ipam(store: Store) -> Ipam:
-    ipam = Ipam(store, host="bench")
-    ipam.declare_host_range("172.25.0.1/16", "172.25.0.254/16", "172.25.255.254")
-    ipam.declare_ip_range("172.25.1.0/16", "172.25.255.253/16")
-    return ipam
 
 
 @contextmanager
@@ -243,10 +210,6 @@ def main() -> int:
     )
     parser.add_argument("--only-ipv6", action="store_true", help="only the rows comparing IPv6 with IPv4")
     args = parser.parse_args()
-    # Imported here: benchmarks/plugin.py and metrics.py import Row from this file.
-    from benchmarks.metrics import bench_change_record, bench_handle_overhead, bench_metrics_overhead, bench_scrape
-    from benchmarks.plugin import bench_docker_run, bench_probe, bench_socket
-    from benchmarks.restarts import bench_restarts
 
     # SIGTERM unwinds like Ctrl-C, so that the finally blocks stop what was started.
     signal.signal(signal.SIGTERM, term_as_interrupt)
