@@ -10,8 +10,11 @@ which addresses answer, as a prober would.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,13 +28,15 @@ from docker.models.networks import Network
 from shrike_cli.allocator import MAX_CONFLICTS
 from shrike_cli.errors import Conflict
 from shrike_cli.ipam import Ipam
-from shrike_cli.lanprobe import arp
+from shrike_cli.lanprobe import arp, ndp
 from shrike_cli.lanprobe.links import in_namespace
-from shrike_cli.model import SEEN, IPv4, Lease
+from shrike_cli.lanprobe.wire import PACKET_OUTGOING, Answers
+from shrike_cli.model import SEEN, IPv4, IPv6, Lease
+from shrike_cli.plugin.client import PluginClient
 from shrike_cli.stores import EmbeddedStore
 from tests.fixtures.dockerd import API_CLEANUP_BUDGET, DockerDaemon, Tracker
-from tests.fixtures.netns import Host, Lan, free_name, session_prefix
-from tests.fixtures.plugin import SHRIKE, ServerProcess, create_network, endpoint, run, wait_until
+from tests.fixtures.netns import Host, Lan, free_name, ping_argv, session_prefix
+from tests.fixtures.plugin import SHRIKE, ServerProcess, create_network, endpoint, random_mac, run, wait_until
 from tests.fixtures.stores import LAN
 
 STRANGER = "0a:00:00:00:00:01"
@@ -59,6 +64,144 @@ def test_a_probe_finds_who_answers_and_teaches_nobody(lan: Lan) -> None:
     # A probe claims no address (sender 0.0.0.0): nobody learnt one from it.
     assert neighbour_mac(other, prober.ip) is None
     assert json.loads(lan.run(["ip", "-j", "neigh", "show", prober.ip], check=True).stdout or "[]") == []
+
+
+# ------------------------------------------- the wire, IPv6: duplicate address detection
+LAN6 = "2001:db8:5::/64"
+
+
+def hold(host: Host, ip: str) -> None:
+    """``ip`` (of :data:`LAN6`) on ``host``'s uplink, usable at once (no duplicate address
+    detection of its own)."""
+    host.run(["ip", "addr", "add", f"{ip}/64", "dev", host.uplink, "nodad"], check=True)
+
+
+def ping6_argv(target: str) -> list[str]:
+    argv = ping_argv(target, count=1)
+    after = argv.index("ping") + 1
+    return [*argv[:after], "-6", *argv[after:]]
+
+
+def neighbour_macs6(host: Host) -> set[str]:
+    """The MACs in ``host``'s IPv6 neighbour table."""
+    entries = json.loads(host.run(["ip", "-j", "-6", "neigh", "show"], check=True).stdout or "[]")
+    return {e["lladdr"] for e in entries if e.get("lladdr")}
+
+
+@pytest.mark.netns
+def test_a_dad_probe_finds_who_holds_an_ipv6_address_and_teaches_nobody(lan: Lan) -> None:
+    prober = lan.add_host("a", "198.51.100.10/24")
+    holder = lan.add_host("b", "198.51.100.11/24")
+    hold(holder, "2001:db8:5::11")
+    targets = [IPv6("2001:db8:5::11"), IPv6("2001:db8:5::12")]
+    answers = in_namespace(prober.netns_path, lambda: ndp.probe("up0", targets, count=2, timeout=0.3))
+    assert answers == {"2001:db8:5::11": (mac_of(holder),)}
+    # Nothing holds ::12: silent.
+    assert in_namespace(prober.netns_path, lambda: ndp.probe("up0", targets[1:], count=2, timeout=0.3)) == {}
+    # A probe claims no address (source ::): nobody learnt one from it.
+    assert mac_of(prober) not in neighbour_macs6(holder)
+
+
+@dataclass(frozen=True)
+class Solicitation:
+    """A Neighbor Solicitation seen on the wire."""
+
+    source: str
+    target: str
+    mac: str
+
+
+def solicitations(frames: list[tuple[bytes, tuple[Any, ...]]]) -> list[Solicitation]:
+    """The Neighbor Solicitations among ``frames`` (a packet socket's) that came in."""
+    seen = []
+    for data, address in frames:
+        if address[2] != PACKET_OUTGOING and len(data) >= 78 and data[20] == 58 and data[54] == 135:
+            source, target = (IPv6(int.from_bytes(data[at : at + 16], "big")) if any(data[at : at + 16]) else "::"
+                              for at in (22, 62))  # fmt: skip
+            seen.append(Solicitation(source, target, arp.mac_text(data[6:12])))
+    return seen
+
+
+@pytest.mark.netns
+def test_another_hosts_dad_or_address_resolution_is_no_answer(lan: Lan) -> None:
+    """Another host probing the same address at the same moment (from ::), or resolving
+    it (from an address of its own), does not say that anything holds it."""
+    prober = lan.add_host("a", "198.51.100.10/24")
+    other = lan.add_host("c", "198.51.100.12/24")
+    hold(other, "2001:db8:5::13")
+    target = IPv6("2001:db8:5::12")
+
+    def meanwhile() -> None:
+        time.sleep(0.1)
+        with in_namespace(other.netns_path, lambda: ndp.NdpSocket("up0")) as sock:
+            for _ in range(3):
+                sock.probe(target)
+                time.sleep(0.05)
+        other.run(ping6_argv(target))  # a Neighbor Solicitation for it from 2001:db8:5::13
+
+    def probe_and_watch() -> tuple[Answers, list[Solicitation]]:
+        with ndp.NdpSocket("up0") as watch:
+            answers = ndp.probe("up0", [target], count=3, timeout=1.0)
+            watch.sock.setblocking(False)
+            frames = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    frames.append(watch.sock.recvfrom(2048))
+        return answers, solicitations(frames)
+
+    other_side = threading.Thread(target=meanwhile)
+    other_side.start()
+    try:
+        answers, seen = in_namespace(prober.netns_path, probe_and_watch)
+    finally:
+        other_side.join()
+    assert answers == {}
+    # Both did reach the prober while it listened.
+    assert Solicitation("::", target, mac_of(other)) in seen
+    assert Solicitation("2001:db8:5::13", target, mac_of(other)) in seen
+
+
+@pytest.mark.netns
+def test_an_unsolicited_advertisement_moves_an_ipv6_address_to_a_new_mac(lan: Lan) -> None:
+    before = lan.add_host("b", "198.51.100.11/24")
+    after = lan.add_host("m", "198.51.100.12/24")
+    neighbour = lan.add_host("n", "198.51.100.13/24")
+    hold(before, "2001:db8:5::11")
+    hold(neighbour, "2001:db8:5::13")
+    assert neighbour.run(ping6_argv("2001:db8:5::11")).returncode == 0
+    assert neighbour_mac(neighbour, "2001:db8:5::11") == mac_of(before)
+    # The address comes back elsewhere (a restarted container's new MAC), and says so.
+    with in_namespace(after.netns_path, lambda: ndp.NdpSocket("up0")) as sock:
+        sock.announce(IPv6("2001:db8:5::11"))
+    wait_until(
+        lambda: neighbour_mac(neighbour, "2001:db8:5::11") == mac_of(after),
+        timeout=1.0,
+        what="the neighbour learning the new MAC",
+    )
+
+
+def test_dad_frames_as_rfc_4861_says() -> None:
+    mac, target = arp.mac_bytes("02:00:00:00:00:0a"), socket.inet_pton(socket.AF_INET6, "2001:db8:5::1:2:3")
+    probe = ndp.solicitation(mac, target)
+    assert probe[:14] == arp.mac_bytes("33:33:ff:02:00:03") + mac + b"\x86\xdd"
+    assert (probe[20], probe[21]) == (58, 255)  # ICMPv6, hop limit 255
+    assert probe[22:38] == bytes(16)  # from ::
+    assert probe[38:54] == socket.inet_pton(socket.AF_INET6, "ff02::1:ff02:3")  # solicited-node
+    assert (probe[54], probe[55], probe[62:]) == (135, 0, target)  # no option
+    # The checksum sums to zero over the pseudo-header and the message.
+    assert ndp.checksum(probe[22:38], probe[38:54], probe[54:]) == 0
+    # A Neighbor Solicitation from :: is another host's probe, not an answer.
+    assert ndp.parse(probe) is None
+    holder = arp.mac_bytes("02:00:00:00:00:0b")
+    defended = ndp.advertisement(holder, target)
+    assert ndp.parse(defended) == ("2001:db8:5::1:2:3", "02:00:00:00:00:0b")
+    assert ndp.checksum(defended[22:38], defended[38:54], defended[54:]) == 0
+    assert defended[:6] == arp.mac_bytes("33:33:00:00:00:01") and defended[58] & 0x20  # to all nodes, Override
+    # Without a target link-layer address option, the frame's source answered.
+    bare = defended[:18] + (24).to_bytes(2, "big") + defended[20:78]
+    assert ndp.parse(bare) == ("2001:db8:5::1:2:3", "02:00:00:00:00:0b")
+    # Not from this link (a router forwarded it: hop limit below 255): ignored.
+    assert ndp.parse(defended[:21] + b"\xfe" + defended[22:]) is None
 
 
 # ------------------------------------------------------- the allocator's rules
@@ -235,6 +378,73 @@ def test_scan_from_a_host_off_the_lan_says_so(scanned: ScannedLan) -> None:
     unknown = scanned.shrike("scan", "--subnet", "203.0.113.0/24")
     assert unknown.returncode == 1
     assert "--subnet 203.0.113.0/24 is not a declared LAN (198.51.100.0/24)" in unknown.stderr
+
+
+# ------------------------------------------------- the plugin, on an IPv6 LAN
+SQUATTED6 = ("2001:db8:5::101", "2001:db8:5::103")
+
+
+@pytest.mark.netns
+def test_the_plugin_never_hands_out_an_ipv6_address_a_squatter_defends(
+    lan: Lan, socket_dir: Path, tmp_path: Path
+) -> None:
+    """``shrike server`` on a host of an IPv6 LAN (containers ::100-::103) where a squatter
+    holds ::101 and ::103: its duplicate address detection finds them, as ARP does."""
+    host = lan.add_host("h", "198.51.100.39/24")
+    hold(host, "2001:db8:5::39")
+    squatter = lan.add_host("sq", "198.51.100.40/24")
+    for ip in SQUATTED6:
+        hold(squatter, ip)
+    squatter_mac = mac_of(squatter)
+    state = tmp_path / "state"
+    store = EmbeddedStore(state / "shrike.db")
+    server = ServerProcess(
+        ["--state-dir", str(state)],
+        socket_dir,
+        "dad",
+        tmp_path / "server.log",
+        server_args=["--no-follow-docker", "--conflict-recheck", "1s"],
+        netns=host.netns_path,
+    )
+    try:
+        ipam = Ipam(store)
+        ipam.declare_host_range("2001:db8:5::1/64", "2001:db8:5::ff/64", "fe80::1")
+        ipam.declare_ip_range("2001:db8:5::100/64", "2001:db8:5::103/64")
+        server.start()
+        with PluginClient(server.path, timeout=30.0) as client:
+            pool = {"AddressSpace": "shrike-local", "Pool": LAN6, "SubPool": "", "Options": {}, "V6": True}
+            pool_id = client.ok("IpamDriver.RequestPool", pool)["PoolID"]
+
+            def request(address: str = "") -> tuple[int, dict[str, Any]]:
+                mac = {"com.docker.network.endpoint.macaddress": random_mac()}  # a container's, not a gateway
+                body = {"PoolID": pool_id, "Address": address, "Options": mac}
+                return client.call("IpamDriver.RequestAddress", body)
+
+            # Asked for by name: refused, naming the squatter's MAC.
+            status, reply = request(SQUATTED6[1])
+            assert status == 500
+            assert reply["Err"].startswith(f"{SQUATTED6[1]} is in use on the LAN: {squatter_mac} answers for it")
+            # Dynamic requests: every address but the squatted ones, then none.
+            given = [request() for _ in range(2)]
+            assert given == [(200, {"Address": f"2001:db8:5::{n}/64", "Data": {}}) for n in (100, 102)]
+            status, reply = request()
+            assert status == 500 and "no free address left in 2001:db8:5::100/64-2001:db8:5::103/64" in reply["Err"]
+            for ip in SQUATTED6:
+                conflict = ipam.lease(ip)
+                assert conflict is not None and (conflict.kind, conflict.mac) == ("conflict", squatter_mac)
+            assert "LAN 2001:db8:5::/64: probed on up0" in server.log()
+
+            # The squatter leaves: silent at its next probe, its addresses are free again.
+            lan.remove_host("sq")
+            wait_until(
+                lambda: all(ipam.lease(ip).kind == "container" for ip in SQUATTED6),  # type: ignore[union-attr]
+                timeout=20,
+                what="the conflicts freed",
+            )
+            assert request()[1]["Address"] in {f"{ip}/64" for ip in SQUATTED6}
+    finally:
+        server.stop()
+        store.close()
 
 
 # --------------------------------------------------- with dockerd and the plugin

@@ -85,13 +85,14 @@ def server(
             "--probe/--no-probe",
             envvar="SHRIKE_PROBE",
             show_envvar=True,
-            help="Before a container is handed an address, ARP-probe it on this host's interface on the LAN"
-            " (where there is one): an address something else answers for is recorded as a conflict and not"
-            " handed out. Likely next addresses are probed ahead, in the background.",
+            help="Before a container is handed an address, probe it on this host's interface on the LAN"
+            " (where there is one; ARP for IPv4, duplicate address detection for IPv6): an address something"
+            " else answers for is recorded as a conflict and not handed out. Likely next addresses are probed"
+            " ahead, in the background.",
         ),
     ] = True,
     probe_count: Annotated[
-        int, typer.Option("--probe-count", min=1, max=10, metavar="N", help="ARP probes per address.")
+        int, typer.Option("--probe-count", min=1, max=10, metavar="N", help="Probes per address.")
     ] = PROBE_COUNT,
     probe_timeout: Annotated[
         float,

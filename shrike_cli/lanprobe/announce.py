@@ -6,8 +6,10 @@ expires (minutes; a switch may keep it for hours). :class:`Announcer` hears the
 ``start`` events of dockerd (an :class:`~shrike_cli.owners.OwnerTracker` listener: one
 event stream, read in the background, never inside a plugin request), looks the
 container up, and for each of its addresses that this host handed it, sends RFC 5227
-announcements from the container's own interface, inside its network namespace (its
-``SandboxKey``): neighbours that know the address learn the new MAC at once.
+announcements (IPv6: unsolicited Neighbor Advertisements with the Override flag, to all
+nodes, RFC 4861 section 7.2.6) from the container's own interface, inside its network
+namespace (its ``SandboxKey``): neighbours that know the address learn the new MAC at
+once.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import docker.errors
 from ..background import BackgroundTask
 from ..docker_api import DockerConnect, docker_client, docker_errors
 from ..ipam import Ipam
-from ..model import KIND_CONTAINER, STATE_HELD, IPv4, validate_mac
+from ..model import IP, KIND_CONTAINER, STATE_HELD, validate_mac
 from .arp import ArpSocket
 from .links import in_namespace, socket_for_mac
+from .ndp import NdpSocket
+from .wire import ProbeSocket
 
 log = logging.getLogger("shrike.lanprobe")
 
@@ -56,7 +60,7 @@ class Announcer(BackgroundTask):
         self.interval = interval
         self._started: queue.Queue[str | None] = queue.Queue()
         # (when, tie-breaker, socket, address, announcements left): the repeats to come
-        self._repeats: list[tuple[float, int, ArpSocket, IPv4, int]] = []
+        self._repeats: list[tuple[float, int, ProbeSocket, IP, int]] = []
         self._order = itertools.count()
 
     def heard(self, event: dict[str, Any]) -> None:
@@ -110,10 +114,11 @@ class Announcer(BackgroundTask):
         settings = info.get("NetworkSettings") or {}
         ours = []
         for network in (settings.get("Networks") or {}).values():
-            ip, mac = network.get("IPAddress"), network.get("MacAddress")
-            lease = self.ipam.lease(ip) if ip and mac else None
-            if lease and lease.kind == KIND_CONTAINER and lease.state == STATE_HELD and lease.host == self.ipam.host:
-                ours.append((IPv4(ip), validate_mac(mac)))
+            mac = network.get("MacAddress")
+            for ip in (network.get("IPAddress"), network.get("GlobalIPv6Address")):
+                lease = self.ipam.lease(ip) if ip and mac else None
+                if lease and (lease.kind, lease.state, lease.host) == (KIND_CONTAINER, STATE_HELD, self.ipam.host):
+                    ours.append((lease.ip, validate_mac(mac)))
         if not ours:
             return
         sandbox = settings.get("SandboxKey") or f"/proc/{(info.get('State') or {}).get('Pid', 0)}/ns/net"
@@ -121,7 +126,7 @@ class Announcer(BackgroundTask):
             self._send(sock, ip, self.count)
             log.debug("announced %s from container %s", ip, container[:12])
 
-    def _send(self, sock: ArpSocket, ip: IPv4, left: int) -> None:
+    def _send(self, sock: ProbeSocket, ip: IP, left: int) -> None:
         try:
             sock.announce(ip)
         except OSError as err:  # the container stopped meanwhile
@@ -138,13 +143,13 @@ class Announcer(BackgroundTask):
             self._send(sock, ip, left)
 
 
-def _sockets(endpoints: list[tuple[IPv4, str]]) -> list[tuple[ArpSocket, IPv4]]:
-    """An ARP socket on the interface of each (address, MAC) in the calling thread's
-    namespace; none left open if one cannot be had."""
-    opened: list[tuple[ArpSocket, IPv4]] = []
+def _sockets(endpoints: list[tuple[IP, str]]) -> list[tuple[ProbeSocket, IP]]:
+    """A socket on the interface of each (address, MAC) in the calling thread's
+    namespace, ARP's or IPv6's; none left open if one cannot be had."""
+    opened: list[tuple[ProbeSocket, IP]] = []
     try:
         for ip, mac in endpoints:
-            opened.append((socket_for_mac(mac), ip))
+            opened.append((socket_for_mac(mac, ArpSocket if ip.version == 4 else NdpSocket), ip))
     except BaseException:
         for sock, _ in opened:
             with contextlib.suppress(OSError):

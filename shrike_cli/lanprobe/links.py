@@ -1,16 +1,18 @@
-"""Where ARP goes: the interface through which this host reaches a LAN, and a container's
-own interface, inside its network namespace.
+"""Where probes go: the interface through which this host reaches a LAN, and a
+container's own interface, inside its network namespace.
 
-The interface a LAN is probed on is the one the kernel would itself send ARP for an
-address through: the route to that address, when it is direct (no router between) and
-its link holds an address of the LAN. That is the bridge ``create-network`` made in
-bridge mode, the shim in macvlan mode with ``--macvlan-shim`` (it routes the container
-ranges), else the macvlan parent, which holds the host's address; and on a host with no
-interface on the LAN (its route goes through a router), none: nothing is probed there.
+The interface a LAN is probed on is the one the kernel would itself send ARP (IPv6:
+Neighbor Solicitations) for an address through: the route to that address, when it is
+direct (no router between) and its link holds an address of the LAN. That is the bridge
+``create-network`` made in bridge mode, the shim in macvlan mode with ``--macvlan-shim``
+(it routes the container ranges), else the macvlan parent, which holds the host's
+address; and on a host with no interface on the LAN (its route goes through a router),
+none: nothing is probed there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -20,12 +22,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..model import IPv4, Subnet
+from ..errors import InvalidInput
+from ..model import IP, Subnet
 from .arp import ArpSocket, mac_text
+from .wire import ProbeSocket
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 T = TypeVar("T")
+S = TypeVar("S", bound=ProbeSocket)
 
 log = logging.getLogger("shrike.lanprobe")
 
@@ -43,16 +51,18 @@ NO_LINK_TTL = 1.0
 
 @dataclass(frozen=True)
 class Interface:
-    """The link ARP for a LAN goes through."""
+    """The link the probes for a LAN go through."""
 
     name: str
-    #: its address on the LAN (the sender of an announcement, never of a probe)
-    address: IPv4
+    #: its address on the LAN, of the LAN's family (the sender of an announcement, never
+    #: of a probe)
+    address: IP
 
 
-def interface_toward(ip: IPv4, lan: Subnet) -> Interface | None:
-    """The interface through which this host reaches ``ip`` directly, if it holds an
-    address of ``lan``; None if ``ip`` lies behind a router, or no such link exists."""
+def interface_toward(ip: IP, lan: Subnet) -> Interface | None:
+    """The interface through which this host reaches ``ip`` (of either family) directly,
+    if it holds an address of ``lan``; None if ``ip`` lies behind a router, or no such
+    link exists."""
     from pyroute2 import IPRoute  # a third of a second to load: only where a LAN is probed
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -64,10 +74,21 @@ def interface_toward(ip: IPv4, lan: Subnet) -> Interface | None:
         index = route.get("RTA_OIF")
         if route["type"] != RTN_UNICAST or route.get("RTA_GATEWAY") or index is None:
             return None
-        held = [IPv4(a.get("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET, index=index)]
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        held = _addresses(ipr, family, index)
         link = ipr.link("get", index=index)[0]
     mine = next((address for address in held if lan.contains(int(address))), None)
     return Interface(link.get("IFLA_IFNAME"), mine) if mine else None
+
+
+def _addresses(ipr: IPRoute, family: int, index: int) -> list[IP]:
+    """The addresses of ``family`` the link ``index`` holds (none of ``::/80``, which no
+    LAN has)."""
+    held = []
+    for entry in ipr.get_addr(family=family, index=index):
+        with contextlib.suppress(InvalidInput):
+            held.append(IP(entry.get("IFA_ADDRESS")))
+    return held
 
 
 class Routes:
@@ -80,7 +101,7 @@ class Routes:
         self._found: dict[Subnet, tuple[float, Interface | None]] = {}
         self._lock = threading.Lock()
 
-    def toward(self, ip: IPv4, lan: Subnet) -> Interface | None:
+    def toward(self, ip: IP, lan: Subnet) -> Interface | None:
         with self._lock:
             at, interface = self._found.get(lan, (-LINK_TTL, None))
         if time.monotonic() - at < (LINK_TTL if interface else NO_LINK_TTL):
@@ -126,13 +147,14 @@ def in_namespace(path: str, action: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def socket_for_mac(mac: str) -> ArpSocket:
-    """An ARP socket on the interface of the calling thread's namespace whose MAC is
-    ``mac`` (a container's end of its veth); :class:`LookupError` if there is none."""
+def socket_for_mac(mac: str, kind: type[S] = ArpSocket) -> S:  # type: ignore[assignment]
+    """A ``kind`` socket (ARP, or IPv6's :class:`~.ndp.NdpSocket`) on the interface of the
+    calling thread's namespace whose MAC is ``mac`` (a container's end of its veth);
+    :class:`LookupError` if there is none."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as query:
         for _, name in socket.if_nameindex():
             request = struct.pack("256s", name.encode())
             answer = fcntl.ioctl(query.fileno(), SIOCGIFHWADDR, request)
             if mac_text(answer[18:24]) == mac:
-                return ArpSocket(name)
+                return kind(name)
     raise LookupError(f"no interface has the MAC {mac}")

@@ -2,9 +2,10 @@
 
 :class:`Prober` answers the allocator (:class:`~shrike_cli.allocator.LanCheck`): from
 a verdict at most :data:`FRESH` seconds old when it has one, else by probing at once
-(``count`` RFC 5227 probes spread over ``timeout`` seconds, see :mod:`.arp`). On a LAN
-this host has no interface on, or where it may not send ARP (not root), it answers
-"nobody" and the address is handed out unprobed: as without probing.
+(``count`` probes spread over ``timeout`` seconds: RFC 5227 ARP probes for an IPv4
+address, see :mod:`.arp`, duplicate address detection for an IPv6 one, see :mod:`.ndp`).
+On a LAN this host has no interface on, or where it may not send them (not root), it
+answers "nobody" and the address is handed out unprobed: as without probing.
 
 :class:`ProbeAhead` runs beside the plugin server. It keeps the verdicts of the addresses
 the next requests will most likely get (:meth:`~shrike_cli.ipam.Ipam.likely_next`)
@@ -23,9 +24,10 @@ from datetime import datetime, timedelta, timezone
 
 from ..background import BackgroundTask, Backoff
 from ..ipam import Ipam
-from ..model import SEEN, Config, IPv4, Lease, parse_time
-from . import arp
+from ..model import IP, SEEN, Config, Lease, parse_time
+from . import arp, ndp
 from .links import Interface, Routes
+from .wire import ProbeUnavailable
 
 log = logging.getLogger("shrike.lanprobe")
 
@@ -80,19 +82,17 @@ class Prober:
         self.routes = routes or Routes()
         #: set whenever a request used a verdict: the probe-ahead looks again
         self.used = threading.Event()
-        self._verdicts: dict[IPv4, Verdict] = {}
+        self._verdicts: dict[IP, Verdict] = {}
         self._lock = threading.Lock()
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, int]] = set()
 
-    def interface(self, ip: IPv4) -> Interface | None:
-        """The interface ``ip``'s LAN is probed on; None: it is not probed from this host
-        (nor anywhere, for an IPv6 address: ARP is IPv4's)."""
-        if ip.version != 4:
-            return None
+    def interface(self, ip: IP) -> Interface | None:
+        """The interface ``ip``'s LAN is probed on (its address there is of ``ip``'s
+        family); None: it is not probed from this host."""
         lan = self.config().lan_of_address(int(ip))
         return self.routes.toward(ip, lan) if lan is not None else None
 
-    def answering(self, ip: IPv4) -> str | None:
+    def answering(self, ip: IP) -> str | None:
         """The MAC answering for ``ip`` on its LAN (None: nothing does, or this host cannot
         tell), probed less than :data:`FRESH` seconds ago, or now."""
         known = self.verdict(ip, FRESH)
@@ -109,26 +109,30 @@ class Prober:
             log.warning("%s is in use on the LAN: %s answers for it", ip, mac)
         return mac
 
-    def vacated(self, ip: IPv4) -> None:
+    def vacated(self, ip: IP) -> None:
         """``ip`` was given back by the container that held it, its interface removed:
         silent as of now."""
         with self._lock:
             self._verdicts[ip] = (time.monotonic(), None)
 
-    def verdict(self, ip: IPv4, fresh: float) -> Verdict | None:
+    def verdict(self, ip: IP, fresh: float) -> Verdict | None:
         """What was found of ``ip`` less than ``fresh`` seconds ago, if anything."""
         with self._lock:
             found = self._verdicts.get(ip)
         return found if found is not None and time.monotonic() - found[0] < fresh else None
 
-    def probe(self, interface: Interface, ips: Collection[IPv4]) -> Mapping[IPv4, str | None] | None:
-        """Probe ``ips`` on ``interface`` together: the MAC that answered for each (None:
-        silent), or None when no ARP can be sent there (said once in the log)."""
+    def probe(self, interface: Interface, ips: Collection[IP]) -> Mapping[IP, str | None] | None:
+        """Probe ``ips`` (of ``interface``'s LAN, so of one family) on ``interface``
+        together, by ARP for IPv4 and by duplicate address detection for IPv6: the MAC
+        that answered for each (None: silent), or None when no probe can be sent there
+        (said once in the log)."""
+        family = interface.address.version
+        protocol = arp if family == 4 else ndp
         try:
-            answers = arp.probe(interface.name, ips, count=self.count, timeout=self.timeout)
-        except (arp.ArpUnavailable, OSError) as err:  # OSError: the link went down meanwhile
-            if interface.name not in self._warned:
-                self._warned.add(interface.name)
+            answers = protocol.probe(interface.name, ips, count=self.count, timeout=self.timeout)
+        except (ProbeUnavailable, OSError) as err:  # OSError: the link went down meanwhile
+            if (interface.name, family) not in self._warned:
+                self._warned.add((interface.name, family))
                 log.warning("%s: addresses are handed out unprobed", err)
             return None
         now = time.monotonic()
@@ -184,7 +188,7 @@ class ProbeAhead(BackgroundTask):
 
     def probe_ahead(self) -> None:
         """Probe the likely next addresses whose verdict is older than :data:`REFRESH`."""
-        stale: dict[Interface, list[IPv4]] = {}
+        stale: dict[Interface, list[IP]] = {}
         for ip in self.ipam.likely_next(self.ahead):
             if self.prober.verdict(ip, REFRESH) is None and (interface := self.prober.interface(ip)) is not None:
                 stale.setdefault(interface, []).append(ip)

@@ -106,7 +106,8 @@ class Sweep:
 
 def lans_to_scan(config: Config, subnet: Subnet | None) -> list[Subnet]:
     """``subnet`` if it is a LAN with ranges, else every IPv4 LAN with a container range
-    (ARP is IPv4's: IPv6 LANs are not swept)."""
+    (ARP is IPv4's, and a /64 cannot be swept: IPv6 LANs are not, their addresses are
+    checked by duplicate address detection before they are handed out, see :mod:`.ndp`)."""
     lans = sorted({config.lan_of(r) for r in config.ip_ranges} | set(config.lans))
     if subnet is None:
         v4 = [lan for lan in lans if lan.version == 4]
