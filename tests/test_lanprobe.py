@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -433,6 +434,19 @@ def test_the_plugin_never_hands_out_an_ipv6_address_a_squatter_defends(
                 conflict = ipam.lease(ip)
                 assert conflict is not None and (conflict.kind, conflict.mac) == ("conflict", squatter_mac)
             assert "LAN 2001:db8:5::/64: probed on up0" in server.log()
+            # doctor on that host says so too (no dockerd there: its checks say that apart).
+            doctor = subprocess.run(
+                ["nsenter", f"--net={host.netns_path}", *SHRIKE, "--state-dir", str(state), "doctor", "-o", "json"]
+                + ["--plugin-name", "dad", "--plugin-dir", str(socket_dir)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-dockerd.sock"},
+            )
+            [check] = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "lan probe"]
+            assert (check["status"], check["detail"]) == (
+                "ok",
+                "2001:db8:5::/64 is probed on up0 (DAD) before its addresses are handed out",
+            )
 
             # The squatter leaves: silent at its next probe, its addresses are free again.
             lan.remove_host("sq")

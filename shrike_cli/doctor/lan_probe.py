@@ -1,12 +1,12 @@
-"""ARP probes: does the plugin probe each LAN this host is on before it hands out its
-addresses, and can it from here?"""
+"""LAN probes (ARP for IPv4, duplicate address detection for IPv6): does the plugin
+probe each LAN this host is on before it hands out its addresses, and can it from here?"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..model import Config, IPv4, Subnet
+from ..model import IP, Config, Subnet
 from .check import OK, WARN, Check
 from .network import DockerNetwork
 from .start_order import Process
@@ -24,7 +24,7 @@ def lan_probe_checks(config: Config, networks: Sequence[DockerNetwork], plugin_p
     lans = {config.lan_of(r): r for r in reversed(config.ip_ranges)}
     for lan, declared in sorted(lans.items()):
         name = "lan probe" if len(lans) == 1 else f"lan probe ({lan})"
-        interface = interface_toward(IPv4(declared.start), lan)
+        interface = interface_toward(IP(declared.start), lan)
         if interface is None:
             if any(lan.holds(pool) for pool in made):
                 yield Check(
@@ -48,8 +48,10 @@ def probing_off(pid: int) -> bool:
 
 
 def lan_probe_check(name: str, lan: Subnet, interface: str, off: bool) -> Check:
-    """``lan``, reached through ``interface``: can ARP be sent there, and does the plugin?"""
-    from ..lanprobe.arp import ArpSocket, ArpUnavailable
+    """``lan``, reached through ``interface``: can it be probed there, and does the plugin?"""
+    from ..lanprobe.arp import ArpSocket
+    from ..lanprobe.ndp import NdpSocket
+    from ..lanprobe.wire import ProbeUnavailable
 
     if off:
         return Check(
@@ -57,10 +59,11 @@ def lan_probe_check(name: str, lan: Subnet, interface: str, off: bool) -> Check:
             WARN,
             f"the plugin runs with --no-probe: addresses of {lan} are handed out without checking that nothing"
             " else answers for them on the LAN",
-            "start shrike server without --no-probe, unless ARP probes are unwelcome on this LAN",
+            "start shrike server without --no-probe, unless probes are unwelcome on this LAN",
         )
+    probes, how = (ArpSocket, "ARP") if lan.version == 4 else (NdpSocket, "DAD")
     try:
-        ArpSocket(interface).close()
-    except ArpUnavailable as err:
+        probes(interface).close()
+    except ProbeUnavailable as err:
         return Check(name, WARN, f"cannot tell: {err}", "run doctor as root (shrike server runs as root)")
-    return Check(name, OK, f"{lan} is probed on {interface} (ARP) before its addresses are handed out")
+    return Check(name, OK, f"{lan} is probed on {interface} ({how}) before its addresses are handed out")
