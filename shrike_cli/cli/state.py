@@ -95,7 +95,15 @@ def configure_logging(debug: bool, log_format: LogFormat = LogFormat.text) -> No
         # One line per record with no timestamp: journald adds its own.
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     set_log_format(log_format)
+    handler.addFilter(_quiet_libraries)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
-    # Their debug lines (every HTTP call to dockerd, every netlink message) would drown ours.
-    for noisy in ("urllib3", "docker", "pyroute2"):
-        logging.getLogger(noisy).setLevel(logging.INFO)
+
+
+#: Libraries whose debug lines (every HTTP call to dockerd, every netlink message, the
+#: event loop pyroute2 starts) would drown ours.
+_NOISY = ("urllib3", "docker", "pyroute2", "asyncio")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    # A filter on the handler, not logger levels: pyroute2 resets its level when imported.
+    return record.levelno >= logging.INFO or record.name.partition(".")[0] not in _NOISY
