@@ -7,15 +7,20 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Self
 
 log = logging.getLogger("shrike.background")
 
 
 class Backoff:
-    """Waits growing from ``first`` to ``most`` seconds, cut short by ``stopping``."""
+    """Waits growing from ``first`` to ``most`` seconds, cut short by ``stopping``, or by
+    ``early`` when given (whoever sets ``stopping`` must then set ``early`` too)."""
 
-    def __init__(self, stopping: threading.Event, first: float, most: float) -> None:
+    def __init__(
+        self, stopping: threading.Event, first: float, most: float, *, early: threading.Event | None = None
+    ) -> None:
         self.stopping = stopping
+        self.early = early
         self.first, self.most = first, most
         self.delay = first
 
@@ -23,8 +28,12 @@ class Backoff:
         self.delay = self.first
 
     def wait(self) -> None:
-        """Wait the current delay (less if stopping), then double it."""
-        self.stopping.wait(self.delay)
+        """Wait the current delay (less if stopping or told early), then double it."""
+        if self.early is None:
+            self.stopping.wait(self.delay)
+        else:
+            self.early.wait(self.delay)
+            self.early.clear()
         self.delay = min(self.delay * 2, self.most)
 
 
@@ -62,7 +71,7 @@ class BackgroundTask(ABC):
     def wake(self) -> None:  # noqa: B027 - optional: only loops that block elsewhere need it
         """Unblock loops waiting on something other than ``stopping``."""
 
-    def __enter__(self) -> BackgroundTask:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

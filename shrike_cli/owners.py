@@ -178,9 +178,17 @@ class OwnerTracker(BackgroundTask):
         #: told every event as it comes (they must return at once, and never raise)
         self.listeners = tuple(listeners)
         self._dirty = threading.Event()
+        #: set when dockerd calls the plugin: it is up, so a lost event stream is retried now
+        self._dockerd_up = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: Any = None  # the SDK's CancellableStream while connected
         self._created: dict[str, float] = {}  # container id -> when its create event came
+
+    def dockerd_called(self) -> None:
+        """dockerd just called the plugin: it is up. If its event stream is lost, connect
+        again now rather than after the backoff (a container that starts and dies while
+        the stream is down cannot be recorded, and loses its address at its restart)."""
+        self._dockerd_up.set()
 
     def new_container_starting(self) -> bool:
         """Whether a container was created on this host in the last :data:`STARTING`
@@ -205,6 +213,7 @@ class OwnerTracker(BackgroundTask):
 
     def wake(self) -> None:
         self._dirty.set()
+        self._dockerd_up.set()  # the watcher's backoff waits on it
         with self._stream_lock:
             stream = self._stream
         if stream is not None:
@@ -217,7 +226,7 @@ class OwnerTracker(BackgroundTask):
             return self._stream is not None
 
     def _watch(self) -> None:
-        backoff = Backoff(self.stopping, *self.backoff)
+        backoff = Backoff(self.stopping, *self.backoff, early=self._dockerd_up)
         while not self.stopping.is_set():
             try:
                 self._follow_events(backoff)

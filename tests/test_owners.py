@@ -196,3 +196,22 @@ def test_the_tracker_follows_dockerd_through_its_restarts(
         assert second not in owners(small_lan).values()
         proxy.start()
         wait_until(lambda: second in owners(small_lan).values(), what="a container named after the reconnection")
+
+
+def test_a_call_from_dockerd_ends_the_trackers_backoff(
+    small_lan: SmallLan, dockerd: DockerDaemon, docker_cleanup: Tracker, proxy: UnixProxy
+) -> None:
+    """dockerd calling the plugin means it is up: a tracker waiting to reconnect (here for
+    30 s) connects at once, so a container that starts and dies right after a dockerd
+    restart is recorded, and keeps its address at its restart (today: up to a minute)."""
+    connect = docker_connect(f"unix://{proxy.path}")
+    with OwnerTracker(small_lan.plugin.ipam, connect=connect, backoff=(30.0, 30.0)) as tracker:
+        first, _ = run(dockerd, docker_cleanup, small_lan.network)
+        wait_until(lambda: first in owners(small_lan).values(), what="a container named")
+        proxy.stop()  # the event stream is lost: the tracker waits 30 s before connecting again
+        proxy.start()
+        second, _ = run(dockerd, docker_cleanup, small_lan.network)
+        time.sleep(1.0)
+        assert second not in owners(small_lan).values()
+        tracker.dockerd_called()
+        wait_until(lambda: second in owners(small_lan).values(), timeout=10, what="a container named at once")

@@ -114,6 +114,10 @@ def _boolean(value: str, name: str) -> bool:
 class Starts(Protocol):
     """What the server learns from its dockerd's events (:class:`~..owners.OwnerTracker`)."""
 
+    def dockerd_called(self) -> None:
+        """dockerd just called the plugin (it is up): never blocks."""
+        ...
+
     def new_container_starting(self) -> bool:
         """Whether a container was created on this host moments ago and has not started."""
         ...
@@ -156,6 +160,8 @@ class Driver:
         """Answer one call; never raises. Every call is timed, and every refusal counted
         with its reason (:func:`~shrike_cli.metrics.plugin_request`)."""
         started = time.perf_counter()
+        if self.docker is not None:
+            self.docker.dockerd_called()
         status, reply, refused = self._answer(path, body)
         known = path if path in self._endpoints else "/other"
         metrics.plugin_request(known[1:], time.perf_counter() - started, refused)
