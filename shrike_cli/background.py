@@ -14,7 +14,8 @@ log = logging.getLogger("shrike.background")
 
 class Backoff:
     """Waits growing from ``first`` to ``most`` seconds, cut short by ``stopping``, or by
-    ``early`` when given (whoever sets ``stopping`` must then set ``early`` too)."""
+    ``early`` when given, which also starts the growth over (whoever sets ``stopping``
+    must then set ``early`` too)."""
 
     def __init__(
         self, stopping: threading.Event, first: float, most: float, *, early: threading.Event | None = None
@@ -28,12 +29,14 @@ class Backoff:
         self.delay = self.first
 
     def wait(self) -> None:
-        """Wait the current delay (less if stopping or told early), then double it."""
+        """Wait the current delay, then double it; less if stopping, or told early (the
+        next wait is then the first one's)."""
         if self.early is None:
             self.stopping.wait(self.delay)
-        else:
-            self.early.wait(self.delay)
+        elif self.early.wait(self.delay):
             self.early.clear()
+            self.delay = self.first
+            return
         self.delay = min(self.delay * 2, self.most)
 
 

@@ -180,14 +180,18 @@ class OwnerTracker(BackgroundTask):
         self._dirty = threading.Event()
         #: set when dockerd calls the plugin: it is up, so a lost event stream is retried now
         self._dockerd_up = threading.Event()
+        #: set when the event stream is back: a sweep that failed meanwhile is retried now
+        self._reconnected = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: Any = None  # the SDK's CancellableStream while connected
         self._created: dict[str, float] = {}  # container id -> when its create event came
 
     def dockerd_called(self) -> None:
-        """dockerd just called the plugin: it is up. If its event stream is lost, connect
-        again now rather than after the backoff (a container that starts and dies while
-        the stream is down cannot be recorded, and loses its address at its restart)."""
+        """dockerd just called the plugin: it is up, or coming up (it restarts containers
+        before it opens its API). If its event stream is lost, connect again now and
+        retry quickly, rather than after a grown backoff: a container that starts and
+        dies while the stream is down cannot be recorded, and loses its address at its
+        restart."""
         self._dockerd_up.set()
 
     def new_container_starting(self) -> bool:
@@ -213,7 +217,8 @@ class OwnerTracker(BackgroundTask):
 
     def wake(self) -> None:
         self._dirty.set()
-        self._dockerd_up.set()  # the watcher's backoff waits on it
+        self._dockerd_up.set()  # the loops' backoffs wait on these
+        self._reconnected.set()
         with self._stream_lock:
             stream = self._stream
         if stream is not None:
@@ -247,6 +252,7 @@ class OwnerTracker(BackgroundTask):
                 return
             log.info("following dockerd's container and network events")
             backoff.reset()
+            self._reconnected.set()
             self._dirty.set()
             for event in stream:  # ends when dockerd goes away or stop() closes the stream
                 self._note(event)
@@ -259,7 +265,9 @@ class OwnerTracker(BackgroundTask):
             client.close()
 
     def _sweep(self) -> None:
-        backoff = Backoff(self.stopping, *self.backoff)
+        # A sweep that failed while dockerd restarted waits no longer than its return:
+        # containers that start and die right after it are recorded only by a sweep.
+        backoff = Backoff(self.stopping, *self.backoff, early=self._reconnected)
         client: docker.DockerClient | None = None
         try:
             while True:
