@@ -45,6 +45,8 @@ STARTING = 30.0
 #: After an event, wait this long for the rest of a burst (``docker compose up``, a
 #: dockerd restarting its containers) so that one sweep serves it.
 SETTLE = 0.2
+#: How often at most a call from dockerd makes a lost event stream connect again.
+NUDGE_EVERY = 1.0
 #: First and longest wait before connecting to dockerd again, or retrying a sweep. Short:
 #: dockerd is local, a try costs nothing, and while it is not followed a container
 #: restarting by its policy (right after a dockerd that started late) loses its address.
@@ -182,6 +184,7 @@ class OwnerTracker(BackgroundTask):
         self._dockerd_up = threading.Event()
         #: set when the event stream is back: a sweep that failed meanwhile is retried now
         self._reconnected = threading.Event()
+        self._next_nudge = 0.0
         self._stream_lock = threading.Lock()
         self._stream: Any = None  # the SDK's CancellableStream while connected
         self._created: dict[str, float] = {}  # container id -> when its create event came
@@ -191,8 +194,14 @@ class OwnerTracker(BackgroundTask):
         before it opens its API). If its event stream is lost, connect again now and
         retry quickly, rather than after a grown backoff: a container that starts and
         dies while the stream is down cannot be recorded, and loses its address at its
-        restart."""
-        self._dockerd_up.set()
+        restart. At most every :data:`NUDGE_EVERY` seconds: a plugin serving calls while
+        the event stream cannot be had (DOCKER_HOST names no dockerd) must not spin."""
+        if self._connected():
+            return
+        now = time.monotonic()
+        if now >= self._next_nudge:
+            self._next_nudge = now + NUDGE_EVERY
+            self._dockerd_up.set()
 
     def new_container_starting(self) -> bool:
         """Whether a container was created on this host in the last :data:`STARTING`
@@ -232,13 +241,17 @@ class OwnerTracker(BackgroundTask):
 
     def _watch(self) -> None:
         backoff = Backoff(self.stopping, *self.backoff, early=self._dockerd_up)
+        said = ""  # the last failure logged: the same one again is a debug line
         while not self.stopping.is_set():
             try:
                 self._follow_events(backoff)
+                said = ""
                 if not self.stopping.is_set():
                     log.warning("lost dockerd's event stream; reconnecting")
             except Exception as err:  # never fatal: dockerd may come (back) later
-                log.warning("cannot follow dockerd (%s); retrying in %g s", err, backoff.delay)
+                level = logging.DEBUG if str(err) == said else logging.WARNING
+                log.log(level, "cannot follow dockerd (%s); retrying in %g s", err, backoff.delay)
+                said = str(err)
             backoff.wait()
 
     def _follow_events(self, backoff: Backoff) -> None:

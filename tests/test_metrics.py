@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from docker.models.networks import Network
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from shrike_cli.ipam import Ipam
 from shrike_cli.model import STATE_HELD
@@ -249,7 +250,10 @@ def test_what_the_docs_name_is_served_also_on_a_unix_socket(tmp_path: Path, sock
     missing = {name for name in documented_metrics() if name.removesuffix("_total") not in served}
     # Counted only once the store fails, as test_healthz_follows_etcd shows.
     assert missing <= {"shrike_store_errors_total"}
-    # Prometheus' own linter finds nothing to say about the names, types and help texts.
+    # The exposition parses as Prometheus text, every family with its help text...
+    families = list(text_string_to_metric_families(text))
+    assert all(family.documentation for family in families if family.name.startswith("shrike_"))
+    # ...and Prometheus' own linter, where installed, finds nothing to say about it.
     if promtool := shutil.which("promtool"):
         lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
