@@ -100,9 +100,9 @@ _RECORDING = (
 _NOT_RECORDING = ("DROP TRIGGER IF EXISTS record_put", "DROP TRIGGER IF EXISTS record_delete")
 #: The tables of :data:`_SCHEMA`: a file holding both is a shrike store.
 _TABLES = ("kv", "store_revision")
-_HAS_TABLES = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)"
-_COUNT_TABLES = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-_SCHEMA_TABLES = sum(statement.startswith("CREATE TABLE") for statement in _SCHEMA)
+#: Every table of :data:`_SCHEMA`: a store lacking some was made by an earlier shrike.
+_SCHEMA_TABLES = frozenset(s.split()[5] for s in _SCHEMA if s.startswith("CREATE TABLE IF NOT EXISTS"))
+_TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 # The same SQL strings every time, so sqlite3's statement cache hands back prepared
 # statements. Text keys compare with SQLite's default BINARY collation (memcmp of UTF-8),
@@ -187,11 +187,12 @@ class EmbeddedStore(Store):
             raise self._error(exc) from None
         try:
             # Before anything that could write to someone else's database.
-            if conn.execute(_HAS_TABLES, _TABLES).fetchone()[0] != len(_TABLES):
+            tables = {name for (name,) in conn.execute(_TABLE_NAMES)}
+            if not tables.issuperset(_TABLES):
                 raise self._not_a_store(f"it is an SQLite database without shrike's tables ({', '.join(_TABLES)})")
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # txn() syncs (see the module docstring)
-            if conn.execute(_COUNT_TABLES).fetchone()[0] < _SCHEMA_TABLES:
+            if not tables.issuperset(_SCHEMA_TABLES):
                 # A store made by an earlier shrike: add the tables it lacks (the change record).
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
